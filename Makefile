@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine with python3:
+#   make run    start the gateway (bootstraps .venv first)
+#   make test   run the whole test suite with trial (bootstraps .venv first)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TRIAL_ARGS ?= tests
+
+.PHONY: run echo test venv clean
+
+venv: $(STAMP)
+
+# Reinstall when the packaging changes.  An editable install keeps the
+# source tree importable; the plugin in twisted/plugins is found through it.
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet --editable '.[test]' --config-settings editable_mode=compat
+	touch $(STAMP)
+
+# Without a JWT_SECRET anywhere, start in development mode (no JWT check),
+# saying so; with one (environment or .env), the configuration is used as is.
+run: $(STAMP)
+	@if [ -z "$${JWT_SECRET:-}" ] && ! grep -qs '^ *JWT_SECRET=' .env; then \
+	  echo "make run: no JWT_SECRET in the environment or .env; starting with REQUIRE_AUTH=false (development)"; \
+	  export REQUIRE_AUTH="$${REQUIRE_AUTH:-false}"; \
+	fi; \
+	exec $(BIN)/twistd --nodaemon --pidfile= qeetgw
+
+# The echo upstream on the six default service ports, for trying the gateway.
+echo: $(STAMP)
+	exec $(BIN)/python -m qeetgw.echo
+
+test: $(STAMP)
+	$(BIN)/trial --jobs=2 $(TRIAL_ARGS)
+
+clean:
+	rm -rf $(VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache

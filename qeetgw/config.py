@@ -1,0 +1,920 @@
+"""
+The gateway's configuration: one immutable value, built once at start-up.
+
+Everything the gateway reads from its environment, its ``.env`` file and its
+``twistd qeetgw`` options ends up in a L{Config}.  Nothing else in qeetgw
+reads the environment; nothing changes a L{Config} after it is built.
+
+This module imports nothing of qeetgw's, so every other module may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import attrs
+from cryptography import x509
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+IPNetwork = Union[IPv4Network, IPv6Network]
+
+
+@attrs.frozen
+class TrustProxy:
+    """
+    Which peers may tell us the client's address through X-Forwarded-For.
+
+    @ivar mode: C{"none"} (TRUST_PROXY=false: the peer is the client),
+        C{"all"} (TRUST_PROXY=true, Express's meaning: the leftmost entry),
+        C{"hops"} (a hop count: trust that many proxies from the right) or
+        C{"cidrs"} (trust peers inside C{networks}).
+    @ivar hops: the hop count, for C{"hops"}.
+    @ivar networks: the trusted networks, for C{"cidrs"}.
+    """
+
+    mode: Literal["none", "all", "hops", "cidrs"] = "none"
+    hops: int = 0
+    networks: Tuple[IPNetwork, ...] = ()
+
+
+@attrs.frozen
+class ServiceConfig:
+    """
+    One upstream service and the client paths routed to it.
+
+    @ivar name: the service's name, as /health/services and errors spell it
+        (C{"user-service"}).
+    @ivar client_prefix: the client path that routes here (C{"/api/v1/users"}).
+    @ivar upstream_prefix: what replaces C{client_prefix} upstream
+        (C{"/users"}).
+    @ivar url: the service's base URL, scheme and authority and an optional
+        path prefix, without a trailing slash
+        (C{"http://localhost:8082"}, C{"http://host:8080/inventory-api"}).
+    @ivar health_path: the path probed by /health/services
+        (C{"/actuator/health"}).
+    @ivar url_variable: the environment variable that sets C{url}, for
+        messages (C{"USER_SERVICE_URL"}).
+    """
+
+    name: str
+    client_prefix: str
+    upstream_prefix: str
+    url: str
+    health_path: str
+    url_variable: str
+
+
+@attrs.frozen
+class Config:
+    """
+    Everything qeetgw is configured with.  See SPEC.md and the README for the
+    meaning and default of each variable.
+
+    @ivar listen: the Twisted endpoint description to listen on
+        (C{"tcp:4000:interface=0.0.0.0"}); built from PORT and HOST, or given
+        whole with C{--port}.
+    """
+
+    listen: str = "tcp:4000:interface=0.0.0.0"
+    trust_proxy: TrustProxy = TrustProxy()
+    cors_origins: Tuple[str, ...] = ("http://localhost:3000", "http://localhost:3001")
+    cors_credentials: bool = False
+    require_auth: bool = True
+    jwt_secret: Optional[str] = None
+    jwt_issuer: str = "http://localhost:4001"
+    jwt_audience: Optional[str] = None
+    rate_limit_window_ms: int = 60000
+    rate_limit_max: int = 1000
+    rate_limit_message: str = "Too many requests from this IP, please try again later."
+    #: GATEWAY_PROXY_TIMEOUT_MS: how long an upstream may take to start answering.
+    proxy_timeout_ms: int = 5000
+    #: JSON_BODY_LIMIT, in bytes: the largest request body accepted.
+    body_limit: int = 1024 * 1024
+    services: Tuple[ServiceConfig, ...] = ()
+    #: UPSTREAM_POOL_SIZE: persistent connections kept per upstream host.
+    upstream_pool_size: int = 32
+    #: UPSTREAM_KEEPALIVE_TIMEOUT_MS: how long an idle upstream connection is
+    #: kept; shorter than the upstream's own keep-alive timeout (Node's is 5 s).
+    upstream_keepalive_timeout_ms: int = 4000
+    #: UPSTREAM_CA_FILE: a PEM file of extra CA certificates for https upstreams.
+    upstream_ca_file: Optional[str] = None
+    #: LOG_FORMAT: C{"text"} for people, C{"json"} for one JSON object a line.
+    log_format: Literal["text", "json"] = "text"
+    #: SHUTDOWN_GRACE_MS: how long in-flight requests may finish on SIGTERM.
+    shutdown_grace_ms: int = 10000
+
+    def service_named(self, name: str) -> ServiceConfig:
+        """
+        The service called C{name}.
+
+        @raise KeyError: when there is none.
+        """
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.
+
+    @ivar problems: one line per bad variable (or bad C{.env} line), each
+        naming the variable, the value given and what is allowed, such as
+        C{"RATE_LIMIT_MAX='abc': must be a whole number of at least 1"}.
+    """
+
+    def __init__(self, problems: List[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: List[str] = list(problems)
+
+
+class _Invalid(Exception):
+    """
+    Raised by a value parser; its text says what is allowed, and becomes the
+    part of a problem line after the variable's name and value.
+    """
+
+
+_Parser = Callable[[str], Any]
+
+
+@attrs.frozen
+class Variable:
+    """
+    One configuration variable: where it comes from, how it is checked, and
+    how C{twistd qeetgw --help} describes it.
+
+    @ivar name: the environment variable (and override key), C{"RATE_LIMIT_MAX"}.
+    @ivar default: the default, written as the variable would be (SPEC.md's
+        spelling); L{None} when the variable is unset by default.
+    @ivar parse: turns the text into the value, or raises L{_Invalid}.
+    @ivar field: the L{Config} field set from the parsed value; L{None} for a
+        variable that is combined with others (PORT and HOST into C{listen},
+        the service variables into C{services}).
+    @ivar help: one sentence for C{--help}, without the C{[env: ...]} suffix.
+    @ivar aliases: older names read when C{name} is not set (C{CORS_ORIGIN}).
+    @ivar option: the C{twistd qeetgw} option that overrides it, without the
+        dashes; L{None} for none.
+    @ivar environment: whether the environment and C{.env} may set it;
+        C{False} for an override key only options give (C{LISTEN}).
+    @ivar label: how problem lines name it; the variable's name unless given.
+    """
+
+    name: str
+    default: Optional[str]
+    parse: _Parser
+    field: Optional[str]
+    help: str
+    aliases: Tuple[str, ...] = ()
+    option: Optional[str] = attrs.field(
+        default=attrs.Factory(
+            lambda self: self.name.lower().replace("_", "-"), takes_self=True
+        )
+    )
+    environment: bool = True
+    label: str = attrs.field(
+        default=attrs.Factory(lambda self: self.name, takes_self=True)
+    )
+
+    @property
+    def usage_help(self) -> str:
+        """
+        The help text of this variable's option: its sentence, then which
+        variable it overrides and the default.
+        """
+        if not self.environment:
+            # An override-only key explains itself in its own sentence.
+            return self.help
+        names = " or ".join((self.name,) + self.aliases)
+        default = "unset" if self.default is None else self.default
+        return f"{self.help} [env: {names}, default: {default}]"
+
+
+# -- value parsers ----------------------------------------------------------
+# Each takes the text as given and returns the value, or raises _Invalid
+# saying what is allowed.  Structured values are stripped of surrounding
+# whitespace (a trailing newline from a Kubernetes secret or ConfigMap is a
+# common accident); free text (the JWT secret, the 429 message) is kept as
+# given, since it must match the auth-service's byte for byte.
+
+_DIGITS = re.compile(r"[0-9]+\Z")
+
+
+def _whole_number(minimum: int, maximum: Optional[int] = None) -> _Parser:
+    """
+    A parser of whole numbers from C{minimum} (to C{maximum}), digits only:
+    no sign, no decimal point, no C{1_000} or C{1e3}.
+    """
+    if maximum is None:
+        allowed = f"must be a whole number of at least {minimum}"
+    else:
+        allowed = f"must be a whole number from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        digits = text.strip()
+        if not _DIGITS.match(digits):
+            raise _Invalid(allowed)
+        number = int(digits)
+        if number < minimum or (maximum is not None and number > maximum):
+            raise _Invalid(allowed)
+        return number
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    """
+    C{true} or C{false}, in any case; nothing else (no C{1}, C{yes}), as the
+    Express gateway's schema allowed only those.
+    """
+    word = text.strip().lower()
+    if word == "true":
+        return True
+    if word == "false":
+        return False
+    raise _Invalid("must be true or false")
+
+
+def _choice(*choices: str) -> _Parser:
+    """
+    A parser of one word among C{choices}, in any case.
+    """
+
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in choices:
+            raise _Invalid(f"must be one of: {', '.join(choices)}")
+        return word
+
+    return parse
+
+
+def _text(text: str) -> str:
+    """
+    Free text, kept exactly as given.
+    """
+    return text
+
+
+def _optional_text(text: str) -> Optional[str]:
+    """
+    Text, where a blank value means unset (C{JWT_AUDIENCE=} in a C{.env}).
+    """
+    text = text.strip()
+    return text or None
+
+
+def _required_text(text: str) -> str:
+    """
+    Text that must not be blank.
+    """
+    text = text.strip()
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _secret(text: str) -> Optional[str]:
+    """
+    A secret: kept byte for byte (it must equal the auth-service's), but a
+    blank value means unset.
+    """
+    return text if text.strip() else None
+
+
+_BYTE_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
+_BYTE_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) *([a-z]*)\Z", re.IGNORECASE)
+
+
+def _byte_size(text: str) -> int:
+    """
+    A size in the npm C{bytes} library's syntax, as body-parser's C{limit}
+    reads it: C{1mb}, C{100kb}, C{1.5mb}, C{512b} or a plain number of bytes;
+    units are 1024-based and case-insensitive, fractions are rounded down.
+    """
+    allowed = (
+        "must be a size such as 1mb, 100kb, 1.5mb, 512b or a number of bytes "
+        "(units b, kb, mb, gb, tb, pb), of at least 1 byte"
+    )
+    match = _BYTE_SIZE.match(text.strip())
+    if match is None:
+        raise _Invalid(allowed)
+    number, unit = match.group(1), (match.group(2).lower() or "b")
+    if unit not in _BYTE_UNITS:
+        raise _Invalid(allowed)
+    # Exact arithmetic, so 1.1mb is the same whole number bytes computes.
+    whole, _, fraction = number.partition(".")
+    scale = 10 ** len(fraction)
+    size = (int(whole + fraction) * _BYTE_UNITS[unit]) // scale
+    if size < 1:
+        raise _Invalid(allowed)
+    return size
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+
+
+def _is_host(host: str) -> bool:
+    """
+    Whether C{host} is an IP address or a DNS name.  Underscores are allowed
+    in names because Docker Compose service names may have them.
+    """
+    try:
+        ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253:
+        return False
+    return all(_HOST_LABEL.match(label) for label in name.split("."))
+
+
+def _listen_host(text: str) -> str:
+    """
+    The interface to listen on: an IP address (an IPv6 one with or without
+    brackets) or a host name.
+    """
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not _is_host(host):
+        raise _Invalid("must be an IP address (0.0.0.0, ::, 127.0.0.1, ::1) or a host name")
+    return host
+
+
+_ENDPOINT_EXAMPLES = "tcp:4000:interface=0.0.0.0 or ssl:4443:privateKey=key.pem:certKey=cert.pem"
+
+
+def _one_line(error: BaseException) -> str:
+    """
+    An exception's text on one short line, for a problem line.
+    """
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _endpoint(text: str) -> str:
+    """
+    A whole Twisted server endpoint description, such as twistd's own
+    C{--port} takes.
+
+    It is checked by building the endpoint against a memory reactor: that
+    parses every kind (plugins included) without listening, and for C{ssl:}
+    loads the key and certificate, so a missing or bad file is a problem
+    line at start-up rather than a traceback when listening.
+    """
+    description = text.strip()
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+    except Exception as error:  # Parsers raise anything: ValueError, TypeError, OSError, SSL errors.
+        raise _Invalid(
+            f"must be a Twisted endpoint description such as {_ENDPOINT_EXAMPLES} "
+            f"({_one_line(error)})"
+        )
+    # Twisted does not range-check a TCP port until it listens.
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise _Invalid("must have a port from 0 to 65535")
+    return description
+
+
+_PROXY_PRESETS: Mapping[str, Tuple[str, ...]] = {
+    # proxy-addr's names, which Express's "trust proxy" setting understands.
+    "loopback": ("127.0.0.0/8", "::1/128"),
+    "linklocal": ("169.254.0.0/16", "fe80::/10"),
+    "uniquelocal": ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),
+}
+
+
+def _trust_proxy(text: str) -> TrustProxy:
+    """
+    C{true}, C{false}, a hop count, or a comma list of IP addresses and
+    CIDRs (and proxy-addr's C{loopback}, C{linklocal}, C{uniquelocal}).
+    A hop count of 0 trusts nobody, the same as C{false}.
+    """
+    allowed = (
+        "must be true, false, a hop count (0 or more) or a comma list of IP "
+        "addresses and CIDRs (loopback, linklocal, uniquelocal allowed)"
+    )
+    value = text.strip()
+    if value.lower() == "true":
+        return TrustProxy(mode="all")
+    if value.lower() == "false":
+        return TrustProxy(mode="none")
+    if _DIGITS.match(value):
+        hops = int(value)
+        return TrustProxy(mode="hops", hops=hops) if hops else TrustProxy(mode="none")
+    networks: List[IPNetwork] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        for spelling in _PROXY_PRESETS.get(item.lower(), (item,)):
+            try:
+                # strict=False: 10.1.2.3/8 means 10.0.0.0/8, as proxy-addr reads it.
+                network = ip_network(spelling, strict=False)
+            except ValueError:
+                raise _Invalid(f"{item!r} is not an IP address or CIDR; {allowed}")
+            if network not in networks:
+                networks.append(network)
+    if not networks:
+        raise _Invalid(allowed)
+    return TrustProxy(mode="cidrs", networks=tuple(networks))
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*\Z")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _has_control_or_space(text: str) -> bool:
+    """
+    Whether C{text} holds whitespace or a control character, which no URL,
+    origin or path may.
+    """
+    return any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in text)
+
+
+def _netloc(host: str, port: Optional[int]) -> str:
+    """
+    C{host[:port]}, with an IPv6 address in brackets.
+    """
+    netloc = f"[{host}]" if ":" in host else host
+    return netloc if port is None else f"{netloc}:{port}"
+
+
+def _origin(item: str) -> str:
+    """
+    One CORS origin, normalised as browsers send it: scheme and host in
+    lower case, no default port, no trailing slash.
+    """
+    bad = _Invalid(
+        f"{item!r} is not an origin; each entry must be scheme://host[:port] "
+        "(no path) or *"
+    )
+    if _has_control_or_space(item) or any(char in item for char in "?#@"):
+        raise bad
+    try:
+        parts = urlsplit(item)
+        port = parts.port
+    except ValueError:
+        raise bad
+    scheme, host = parts.scheme.lower(), parts.hostname
+    # A lone trailing slash is a common slip that the Express gateway's cors
+    # silently never matched; a real path is refused.
+    if not _SCHEME.match(scheme) or not host or not _is_host(host) or parts.path not in ("", "/"):
+        raise bad
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    return f"{scheme}://{_netloc(host, port)}"
+
+
+def _origins(text: str) -> Tuple[str, ...]:
+    """
+    A comma list of CORS origins, trimmed, empty entries dropped, duplicates
+    dropped; C{*} allows any origin.  An empty list allows none.
+    """
+    origins: List[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        origin = "*" if item == "*" else _origin(item)
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _service_url(text: str) -> str:
+    """
+    An upstream's base URL: http or https, a host, an optional port and path
+    prefix; no query, fragment or user info.  Normalised: scheme and host in
+    lower case, no trailing slash.
+    """
+    allowed = (
+        "must be an http:// or https:// URL with a host, an optional port and "
+        "path, and no query, fragment or user info"
+    )
+    url = text.strip()
+    if not url or _has_control_or_space(url):
+        raise _Invalid(allowed)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # urlsplit refuses a bad port or IPv6 literal.
+        raise _Invalid(f"has no valid host and port; {allowed}")
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https"):
+        raise _Invalid(allowed)
+    if "@" in parts.netloc:
+        raise _Invalid(f"has user info; {allowed}")
+    if "?" in url or "#" in url:
+        raise _Invalid(f"has a query or fragment; {allowed}")
+    if not host or not _is_host(host):
+        raise _Invalid(f"has no valid host; {allowed}")
+    if port == 0:
+        raise _Invalid(f"port must be from 1 to 65535; {allowed}")
+    return f"{scheme}://{_netloc(host, port)}{parts.path.rstrip('/')}"
+
+
+def _health_path(text: str) -> str:
+    """
+    The path a service's health is probed at: it starts with one C{/}
+    (C{//host} would name another host) and has no whitespace or fragment.
+    """
+    path = text.strip()
+    if not path.startswith("/") or path.startswith("//") or "#" in path or _has_control_or_space(path):
+        raise _Invalid("must be a path starting with / (such as /health), without spaces or #")
+    return path
+
+
+def _ca_file(text: str) -> Optional[str]:
+    """
+    A PEM file of CA certificates, checked now so that a bad file stops
+    start-up instead of failing the first https request.  Blank means unset.
+    The path is made absolute, as twistd may change directory later.
+    """
+    path = text.strip()
+    if not path:
+        return None
+    allowed = "must be a readable PEM file with at least one CA certificate"
+    try:
+        with open(path, "rb") as pem:
+            data = pem.read()
+    except OSError as error:
+        raise _Invalid(f"{allowed} ({error.strerror or _one_line(error)})")
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise _Invalid(f"{allowed} (no certificate found in it)")
+    return os.path.abspath(path)
+
+
+# -- the variables ----------------------------------------------------------
+
+#: The six services: name, client prefix, upstream prefix, default URL,
+#: default health path.  Their variables are derived from the name:
+#: C{AUTH_SERVICE_URL}, C{AUTH_SERVICE_HEALTH_PATH}.
+_SERVICE_TABLE: Tuple[Tuple[str, str, str, str, str], ...] = (
+    ("auth-service", "/api/v1/auth", "/auth", "http://localhost:4001", "/actuator/health"),
+    ("user-service", "/api/v1/users", "/users", "http://localhost:8082", "/actuator/health"),
+    ("product-service", "/api/v1/products", "/products", "http://localhost:8083", "/actuator/health"),
+    ("order-service", "/api/v1/orders", "/orders", "http://localhost:8084", "/health"),
+    ("payment-service", "/api/v1/payments", "/payments", "http://localhost:8085", "/health"),
+    ("inventory-service", "/api/v1/inventory", "/inventory", "http://localhost:8080", "/health"),
+)
+
+
+def _service_variable_prefix(name: str) -> str:
+    """
+    C{"user-service"} -> C{"USER_SERVICE"}.
+    """
+    return name.upper().replace("-", "_")
+
+
+def _service_variables() -> Tuple[Variable, ...]:
+    """
+    The URL and health-path variables of every service, in table order.
+    """
+    variables: List[Variable] = []
+    for name, _, _, url, health in _SERVICE_TABLE:
+        prefix = _service_variable_prefix(name)
+        variables.append(Variable(f"{prefix}_URL", url, _service_url, None, f"Base URL of the {name}"))
+        variables.append(
+            Variable(f"{prefix}_HEALTH_PATH", health, _health_path, None, f"Path probed for the {name}'s health")
+        )
+    return tuple(variables)
+
+
+#: Every configuration variable, in the order --help lists them.  Adding a
+#: variable is one line here (and a field on L{Config}).
+VARIABLES: Tuple[Variable, ...] = (
+    Variable(
+        "LISTEN", None, _endpoint, None,
+        "Where to listen: a port number (sets PORT), or a Twisted endpoint "
+        f"description such as {_ENDPOINT_EXAMPLES}, which replaces PORT and "
+        "HOST [env: PORT and HOST, default: tcp:4000:interface=0.0.0.0]",
+        option="port", environment=False, label="--port",
+    ),
+    # PORT has no option of its own: --port takes a port number too.
+    Variable("PORT", "4000", _whole_number(0, 65535), None, "Port to listen on", option=None),
+    Variable("HOST", "0.0.0.0", _listen_host, None, "Interface (IP address or host name) to listen on"),
+    Variable(
+        "TRUST_PROXY", "false", _trust_proxy, "trust_proxy",
+        "Trust X-Forwarded-For: true (its leftmost entry, forgeable), false, a "
+        "hop count (the safe choice) or a comma list of proxy CIDRs",
+    ),
+    Variable(
+        "CORS_ORIGINS", "http://localhost:3000,http://localhost:3001", _origins, "cors_origins",
+        "Comma list of allowed CORS origins; * allows any", aliases=("CORS_ORIGIN",),
+    ),
+    Variable("CORS_CREDENTIALS", "false", _boolean, "cors_credentials", "Send Access-Control-Allow-Credentials: true (true/false)"),
+    Variable("REQUIRE_AUTH", "true", _boolean, "require_auth", "Enforce JWT on /api/*, public paths aside (true/false)"),
+    Variable(
+        "JWT_SECRET", None, _secret, "jwt_secret",
+        "HMAC key shared with the auth-service; required when REQUIRE_AUTH=true "
+        "(prefer the environment: options show in ps)",
+    ),
+    Variable("JWT_ISSUER", "http://localhost:4001", _required_text, "jwt_issuer", "Expected iss claim"),
+    Variable("JWT_AUDIENCE", None, _optional_text, "jwt_audience", "When set, the aud claim must contain it"),
+    Variable("RATE_LIMIT_WINDOW_MS", "60000", _whole_number(1), "rate_limit_window_ms", "Rate-limit window, in milliseconds"),
+    Variable("RATE_LIMIT_MAX", "1000", _whole_number(1), "rate_limit_max", "Maximum requests per window"),
+    Variable(
+        "RATE_LIMIT_MESSAGE", "Too many requests from this IP, please try again later.", _text,
+        "rate_limit_message", "Message of the 429 answer",
+    ),
+    Variable(
+        "GATEWAY_PROXY_TIMEOUT_MS", "5000", _whole_number(1), "proxy_timeout_ms",
+        "How long an upstream may take to answer, in milliseconds",
+    ),
+    Variable("JSON_BODY_LIMIT", "1mb", _byte_size, "body_limit", "Largest request body accepted (1mb, 100kb, 512b, bytes)"),
+    *_service_variables(),
+    Variable("UPSTREAM_POOL_SIZE", "32", _whole_number(1), "upstream_pool_size", "Persistent connections kept per upstream"),
+    Variable(
+        "UPSTREAM_KEEPALIVE_TIMEOUT_MS", "4000", _whole_number(1), "upstream_keepalive_timeout_ms",
+        "How long an idle upstream connection is kept, in milliseconds; keep it "
+        "below the upstreams' own keep-alive timeout",
+    ),
+    Variable("UPSTREAM_CA_FILE", None, _ca_file, "upstream_ca_file", "PEM file of extra CA certificates for https upstreams"),
+    Variable("LOG_FORMAT", "text", _choice("text", "json"), "log_format", "Log format: text or json (one object a line)"),
+    Variable(
+        "SHUTDOWN_GRACE_MS", "10000", _whole_number(0), "shutdown_grace_ms",
+        "How long in-flight requests may finish on SIGTERM, in milliseconds",
+    ),
+)
+
+_BY_NAME: Mapping[str, Variable] = {variable.name: variable for variable in VARIABLES}
+_ALIASES: Mapping[str, Variable] = {
+    alias: variable for variable in VARIABLES for alias in variable.aliases
+}
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _given(
+    environ: Mapping[str, str], dotenv: Mapping[str, str], overrides: Mapping[str, str]
+) -> Dict[str, Tuple[str, str]]:
+    """
+    The text given for each variable, by precedence, as C{name -> (the
+    name it was given under, text)}: the name matters for an alias, whose
+    problem line must name what the user wrote.
+
+    Within one source a variable beats its alias; across sources the higher
+    source wins, whichever name it uses (C{--cors-origin} would beat an
+    environment's C{CORS_ORIGINS}).
+    """
+    given: Dict[str, Tuple[str, str]] = {}
+    sources = ((dotenv, False), (environ, False), (overrides, True))
+    for source, is_overrides in sources:
+        for variable in VARIABLES:
+            if not (variable.environment or is_overrides):
+                continue
+            names = (variable.name,) + variable.aliases
+            present = [name for name in names if name in source]
+            # A blank variable does not hide a set alias (CORS_ORIGINS= with
+            # CORS_ORIGIN=x means x), as JavaScript's || would have it.
+            filled = [name for name in present if source[name].strip()]
+            chosen = (filled or present or [None])[0]
+            if chosen is not None:
+                given[variable.name] = (chosen, source[chosen])
+    return given
+
+
+def _check_overrides(overrides: Mapping[str, str]) -> None:
+    """
+    Refuse override keys that name no variable: a typo in a caller would
+    otherwise be silently ignored.
+    """
+    unknown = sorted(key for key in overrides if key not in _BY_NAME and key not in _ALIASES)
+    if unknown:
+        raise ValueError(f"unknown override keys: {', '.join(unknown)}")
+
+
+def _parse_all(given: Mapping[str, Tuple[str, str]], problems: List[str]) -> Dict[str, Any]:
+    """
+    Parse every variable from its given text or its default, collecting one
+    problem line per bad value.  Bad variables are left out of the result.
+    """
+    values: Dict[str, Any] = {}
+    for variable in VARIABLES:
+        spelled, text = given.get(variable.name, (variable.name, variable.default))
+        if text is None:
+            values[variable.name] = None
+            continue
+        try:
+            values[variable.name] = variable.parse(text)
+        except _Invalid as invalid:
+            label = variable.label if spelled == variable.name else spelled
+            problems.append(f"{label}={text!r}: {invalid}")
+    return values
+
+
+def _listen(
+    values: Mapping[str, Any], overrides: Mapping[str, str], problems: List[str]
+) -> Optional[str]:
+    """
+    The endpoint description: C{--port}'s whole description, else
+    C{tcp:PORT:interface=HOST}.  Giving both C{--port DESCRIPTION} and a
+    PORT or HOST override is refused: one of them would be ignored.
+    """
+    listen = values.get("LISTEN")
+    if listen is not None:
+        for name in ("PORT", "HOST"):
+            if name in overrides:
+                problems.append(
+                    f"{name}={overrides[name]!r}: cannot be combined with --port {listen!r}; "
+                    "give the interface and port in the endpoint description"
+                )
+        return listen
+    if "PORT" not in values or "HOST" not in values:
+        return None  # Already a problem line.
+    # The interface is an endpoint argument: an IPv6 address's colons must be
+    # escaped, or they would split the description.
+    return f"tcp:{values['PORT']}:interface={quoteStringArgument(values['HOST'])}"
+
+
+def _services(values: Mapping[str, Any]) -> Tuple[ServiceConfig, ...]:
+    """
+    The six services, in table order, with their configured URL and health
+    path.  Only called when every value parsed.
+    """
+    services: List[ServiceConfig] = []
+    for name, client_prefix, upstream_prefix, _, _ in _SERVICE_TABLE:
+        prefix = _service_variable_prefix(name)
+        services.append(
+            ServiceConfig(
+                name=name,
+                client_prefix=client_prefix,
+                upstream_prefix=upstream_prefix,
+                url=values[f"{prefix}_URL"],
+                health_path=values[f"{prefix}_HEALTH_PATH"],
+                url_variable=f"{prefix}_URL",
+            )
+        )
+    return tuple(services)
+
+
+def load_config(
+    environ: Mapping[str, str],
+    dotenv: Mapping[str, str] = _EMPTY,
+    overrides: Mapping[str, str] = _EMPTY,
+) -> Config:
+    """
+    Build the L{Config} from its sources, checking every variable.
+
+    Precedence: C{overrides} (the command-line options, keyed by variable
+    name, plus C{LISTEN} for C{--port}) > C{environ} (the real environment) >
+    C{dotenv} (the C{.env} file's variables) > the defaults of L{VARIABLES}.
+    A C{LISTEN} that is only a port number sets PORT instead.
+
+    This reads no configuration source itself (not C{os.environ}, not
+    C{.env}); it only opens the files a value names (C{UPSTREAM_CA_FILE}, an
+    C{ssl:} endpoint's key and certificate) to check them.
+
+    @raise ConfigError: listing every bad variable, one line each.
+    @raise ValueError: when C{overrides} has a key that names no variable.
+    """
+    _check_overrides(overrides)
+    listen_override = overrides.get("LISTEN")
+    if listen_override is not None and _DIGITS.match(listen_override.strip()):
+        # `--port 8080`: the port alone, on HOST, as Express's PORT would be.
+        overrides = {key: value for key, value in overrides.items() if key != "LISTEN"}
+        overrides["PORT"] = listen_override
+
+    problems: List[str] = []
+    given = _given(environ, dotenv, overrides)
+    values = _parse_all(given, problems)
+    listen = _listen(values, overrides, problems)
+    if values.get("REQUIRE_AUTH") is True and values.get("JWT_SECRET") is None:
+        # Only reached for an unset or blank secret, so echoing it leaks nothing.
+        secret = given.get("JWT_SECRET")
+        shown = "JWT_SECRET is not set" if secret is None else f"JWT_SECRET={secret[1]!r}"
+        problems.append(
+            f"{shown}: must be the auth-service's secret when REQUIRE_AUTH=true "
+            "(set REQUIRE_AUTH=false only for development)"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+    fields = {
+        variable.field: values[variable.name] for variable in VARIABLES if variable.field is not None
+    }
+    return Config(listen=listen, services=_services(values), **fields)
+
+
+# -- the .env file -----------------------------------------------------------
+
+_DOTENV_ASSIGNMENT = re.compile(
+    r"\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=(?P<rest>.*)\Z", re.DOTALL
+)
+_AFTER_QUOTE = re.compile(r"\s*(?:#.*)?\Z", re.DOTALL)
+_INLINE_COMMENT = re.compile(r"\s#")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _double_quoted(rest: str) -> Tuple[str, str]:
+    """
+    The value of C{"..."} at the start of C{rest}, with its escapes
+    (C{\\n}, C{\\r}, C{\\t}, C{\\"}, C{\\\\}; any other backslash is kept),
+    and what follows the closing quote.
+
+    @raise _Invalid: when the quote is not closed on this line.
+    """
+    value: List[str] = []
+    index = 1
+    while index < len(rest):
+        char = rest[index]
+        if char == '"':
+            return "".join(value), rest[index + 1:]
+        if char == "\\" and index + 1 < len(rest):
+            following = rest[index + 1]
+            value.append(_ESCAPES.get(following, "\\" + following))
+            index += 2
+            continue
+        value.append(char)
+        index += 1
+    raise _Invalid("unterminated double-quoted value (a value must fit on one line; write \\n for a newline)")
+
+
+def _dotenv_value(rest: str) -> str:
+    """
+    The value of one C{KEY=...} line, from what follows the C{=}.
+
+    @raise _Invalid: for an unterminated quote or text after a closing quote.
+    """
+    stripped = rest.lstrip()
+    if stripped[:1] == '"':
+        value, after = _double_quoted(stripped)
+    elif stripped[:1] in ("'", "`"):
+        # Single quotes (and dotenv's backticks) are literal: no escapes.
+        quote = stripped[0]
+        end = stripped.find(quote, 1)
+        if end < 0:
+            raise _Invalid("unterminated quoted value (a value must fit on one line)")
+        value, after = stripped[1:end], stripped[end + 1:]
+    else:
+        # An unquoted value ends at " #" (the blank after "=" counts): a '#'
+        # with no blank before it (a password, KEY=#x) is part of the value.
+        comment = _INLINE_COMMENT.search(rest)
+        return (rest if comment is None else rest[: comment.start()]).strip()
+    if not _AFTER_QUOTE.match(after):
+        raise _Invalid("unexpected text after the closing quote")
+    return value
+
+
+def read_dotenv(path: str) -> Dict[str, str]:
+    """
+    The variables of a C{.env} file, as the npm C{dotenv} package reads the
+    common cases: C{KEY=VALUE} lines, blank lines and C{#} comments, an
+    optional C{export } prefix, single- or double-quoted values (double
+    quotes understand C{\\n}), and C{ #} comments after unquoted values.  A
+    later line for the same key wins.
+
+    A missing file is no error: a C{.env} is optional.
+
+    @raise ConfigError: naming the file and line of every malformed line
+        (without echoing the line, which may hold a secret).
+    """
+    try:
+        with open(path, "rb") as dotenv:
+            data = dotenv.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot be read ({error.strerror or _one_line(error)})"])
+    try:
+        # utf-8-sig: an editor's byte-order mark must not become part of the first key.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: is not UTF-8 text (byte {error.start})"])
+
+    variables: Dict[str, str] = {}
+    problems: List[str] = []
+    # Only \n ends a line: str.splitlines would also split at \x0c, \u2028...
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _DOTENV_ASSIGNMENT.match(line)
+        if match is None:
+            problems.append(f"{path}:{number}: expected KEY=VALUE")
+            continue
+        key = match.group("key")
+        try:
+            variables[key] = _dotenv_value(match.group("rest"))
+        except _Invalid as invalid:
+            problems.append(f"{path}:{number}: {key}: {invalid}")
+    if problems:
+        raise ConfigError(problems)
+    return variables

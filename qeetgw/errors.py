@@ -1,0 +1,83 @@
+"""
+The one JSON error shape every error of the gateway's own takes.
+
+``{"success": false, "error": {"message": ..., "code": ..., "correlationId": ...}}``
+with ``Content-Type: application/json; charset=utf-8``.  What an upstream
+answers is never passed through here: only what the gateway itself says.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional
+
+from twisted.web.iweb import IRequest
+
+from qeetgw.correlation import correlation_id
+
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+#: The status each error code is sent with.
+STATUS_FOR_CODE: Mapping[str, int] = {
+    "BAD_REQUEST": 400,
+    "UNAUTHORIZED": 401,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "PAYLOAD_TOO_LARGE": 413,
+    "TOO_MANY_REQUESTS": 429,
+    "INTERNAL_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 502,
+    "GATEWAY_TIMEOUT": 504,
+}
+
+
+class GatewayError(Exception):
+    """
+    An error the gateway answers itself, with one of L{STATUS_FOR_CODE}'s
+    codes.  Raise it (or return it) anywhere; one place renders it.
+    """
+
+    def __init__(self, code: str, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else STATUS_FOR_CODE[code]
+
+
+def dumps(value: Any) -> bytes:
+    """
+    JSON as Express's C{res.json} writes it: compact, UTF-8.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def envelope(code: str, message: str, correlation_id: Optional[str]) -> bytes:
+    """
+    The body of an error response.
+    """
+    error: dict[str, Any] = {"message": message, "code": code}
+    if correlation_id is not None:
+        error["correlationId"] = correlation_id
+    return dumps({"success": False, "error": error})
+
+
+def render_error(request: IRequest, error: GatewayError) -> bytes:
+    """
+    Set C{request}'s status and content type for C{error} and return the
+    body, for a C{render} method to return (or to write and finish).
+    """
+    request.setResponseCode(error.status)
+    request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+    body = envelope(error.code, error.message, correlation_id(request))
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    return body
+
+
+def write_error(request: IRequest, error: GatewayError) -> None:
+    """
+    Answer C{request} with C{error} and finish it: for code that answers
+    after C{render} returned C{NOT_DONE_YET}.
+    """
+    body = render_error(request, error)
+    request.write(body)
+    request.finish()

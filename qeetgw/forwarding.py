@@ -1,0 +1,112 @@
+"""
+Header rules for forwarding: what goes upstream, what comes back.
+
+Pure functions from one L{Headers} to another, so each rule is tested on
+plain values.
+"""
+
+from __future__ import annotations
+
+from typing import FrozenSet, Optional
+
+from twisted.web.http_headers import Headers
+
+#: Hop-by-hop fields (RFC 9110 section 7.6.1): they describe one connection
+#: and are never forwarded, in either direction.
+HOP_BY_HOP: FrozenSet[bytes] = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Request fields we drop because the gateway sets its own: the Agent writes
+# Host for the upstream and a Content-Length for the body it sends (never a
+# framing the client chose); Expect was already answered by twisted.web.
+_REPLACED_UPSTREAM: FrozenSet[bytes] = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-correlation-id",
+        b"x-request-id",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+
+
+def connection_named(headers: Headers) -> FrozenSet[bytes]:
+    """
+    The lower-cased field names listed in C{headers}' Connection fields,
+    which are hop-by-hop for this message too.
+    """
+    names = set()
+    for value in headers.getRawHeaders(b"connection", []):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return frozenset(names)
+
+
+def _copy_end_to_end(source: Headers, also_drop: FrozenSet[bytes]) -> Headers:
+    """
+    A copy of C{source} without hop-by-hop fields, fields named in its
+    Connection header, and C{also_drop}.  Repeated fields stay repeated.
+    """
+    drop = HOP_BY_HOP | connection_named(source) | also_drop
+    copied = Headers()
+    for name, values in source.getAllRawHeaders():
+        if name.lower() not in drop:
+            copied.setRawHeaders(name, list(values))
+    return copied
+
+
+def upstream_request_headers(
+    client: Headers,
+    *,
+    client_ip: Optional[str],
+    proto: bytes,
+    correlation_id: str,
+) -> Headers:
+    """
+    The headers to send upstream for a client request with headers
+    C{client}.
+
+    Authorization and every other end-to-end field go as sent.  The
+    correlation id goes as both x-correlation-id and x-request-id.  The
+    client's address is appended to X-Forwarded-For; X-Forwarded-Proto is
+    the scheme the client used and X-Forwarded-Host the Host it asked for.
+    """
+    headers = _copy_end_to_end(client, _REPLACED_UPSTREAM)
+    cid = correlation_id.encode("ascii")
+    headers.setRawHeaders(b"x-correlation-id", [cid])
+    headers.setRawHeaders(b"x-request-id", [cid])
+    if client_ip is not None:
+        earlier = client.getRawHeaders(b"x-forwarded-for")
+        chain = b", ".join(earlier + [client_ip.encode("ascii")]) if earlier else client_ip.encode("ascii")
+        headers.setRawHeaders(b"x-forwarded-for", [chain])
+    headers.setRawHeaders(b"x-forwarded-proto", [proto])
+    host = client.getRawHeaders(b"host")
+    if host:
+        headers.setRawHeaders(b"x-forwarded-host", [host[0]])
+    return headers
+
+
+# Response fields that name the upstream's software: the gateway's
+# responses name none (SPEC, "Headers").
+_SOFTWARE_NAMING: FrozenSet[bytes] = frozenset({b"server", b"x-powered-by"})
+
+
+def client_response_headers(upstream: Headers) -> Headers:
+    """
+    The upstream response's headers as the client gets them: everything but
+    hop-by-hop fields and the fields that name server software; repeated
+    fields (Set-Cookie) kept repeated.
+    """
+    return _copy_end_to_end(upstream, _SOFTWARE_NAMING)

@@ -1,0 +1,356 @@
+"""
+Our ReverseProxyResource: forwards a request to the service its path routes
+to and streams the answer back, byte for byte.
+
+It keeps the shape of L{twisted.web.proxy.ReverseProxyResource} and fixes
+its limits: HTTP/1.1 with a shared keep-alive pool, streaming with
+backpressure both ways, a timeout, and the gateway's JSON errors.
+
+Why not treq here: treq's L{treq.client.HTTPClient} wraps every request in
+a cookie agent (one jar for all clients: one user's Set-Cookie would be
+replayed for the next), a gzip-decoding agent (it rewrites Accept-Encoding
+and decodes bodies) and, by default, a redirect agent.  Each breaks a
+transparent proxy, and together they cost a third of the per-request time,
+so the forwarding path drives the L{IAgent} treq is built on directly.
+treq stays for the health probes, where none of that matters.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, Optional
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IRequest, IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from qeetgw.correlation import correlation_id
+from qeetgw.errors import GatewayError, render_error, write_error
+from qeetgw.forwarding import client_response_headers, upstream_request_headers
+from qeetgw.paths import BadTarget, target_of
+from qeetgw.routes import Route, RouteTable
+
+log = Logger()
+
+#: Bodies up to this size are handed to the upstream connection in one
+#: write; larger ones (kept in a temporary file by twisted.web) are read in
+#: pieces as the upstream connection accepts them.
+_IN_ONE_WRITE = 64 * 1024
+
+
+class UpstreamTimeout(Exception):
+    """
+    No response started within the proxy timeout.
+    """
+
+
+def note_upstream(request: IRequest, service: str, status: Optional[int]) -> None:
+    """
+    Remember which service answered C{request}, and with which status, for
+    the access log.
+    """
+    request.qeetgw_service = service  # type: ignore[attr-defined]
+    request.qeetgw_upstream_status = status  # type: ignore[attr-defined]
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A small request body, written in one go.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> "Deferred[None]":
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def body_producer(
+    content: Optional[IO[bytes]], cooperator: Cooperator
+) -> Optional[IBodyProducer]:
+    """
+    The producer of a request body that twisted.web has received whole into
+    C{content} (within JSON_BODY_LIMIT), or L{None} for no body.
+
+    The upstream always gets a Content-Length framing we produced ourselves,
+    whatever framing (length or chunked) the client used.
+    """
+    if content is None:
+        return None
+    content.seek(0, 2)
+    length = content.tell()
+    content.seek(0, 0)
+    if length == 0:
+        return None
+    if length <= _IN_ONE_WRITE:
+        return _BytesProducer(content.read())
+    producer = FileBodyProducer(content, cooperator=cooperator)
+    assert producer.length != UNKNOWN_LENGTH
+    return producer
+
+
+class _StreamToClient(Protocol):
+    """
+    Receives an upstream response body and writes it to the client as it
+    arrives.
+
+    The upstream connection is registered as the client request's producer,
+    so a client that reads slowly pauses reading from the upstream: memory
+    stays bounded whatever the body's size.
+    """
+
+    def __init__(self, request: IRequest, finished: "Deferred[None]") -> None:
+        self._request = request
+        self._finished = finished
+        self.client_gone = False
+
+    def connectionMade(self) -> None:
+        producer: IPushProducer = self.transport  # type: ignore[assignment]
+        self._request.registerProducer(producer, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.client_gone:
+            self._request.write(data)
+
+    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+        request = self._request
+        if not self.client_gone:
+            request.unregisterProducer()
+            if reason.check(ResponseDone, PotentialDataLoss):
+                # PotentialDataLoss is how a body framed by the connection's
+                # close ends: complete, as far as anyone can tell.
+                request.finish()
+            else:
+                # The upstream died mid-body.  Finishing would hand the
+                # client a complete-looking truncated response; aborting the
+                # connection is the only honest answer left.
+                log.warn(
+                    "upstream body broke off: {reason}",
+                    reason=reason.getErrorMessage(),
+                    correlation_id=correlation_id(request),
+                )
+                abort_client(request)
+        self._finished.callback(None)
+
+    def stop(self) -> None:
+        """
+        The client went away: stop reading the upstream body and close its
+        connection, which cannot be reused mid-response.
+        """
+        self.client_gone = True
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+def abort_client(request: IRequest) -> None:
+    """
+    Drop the client's connection at once, without finishing its response.
+    """
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is not None and hasattr(transport, "abortConnection"):
+        transport.abortConnection()
+    else:
+        request.loseConnection()
+
+
+class ReverseProxyResource(Resource):
+    """
+    Forwards every request below it to the upstream its path routes to.
+
+    @param routes: the route table.
+    @param agent: the agent requests go through (an L{Agent} on the shared
+        keep-alive pool; anything providing L{IAgent} in tests).
+    @param clock: the clock for the proxy timeout.
+    @param timeout: seconds an upstream may take to start its response.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self, routes: RouteTable, agent: IAgent, clock: IReactorTime, timeout: float
+    ) -> None:
+        super().__init__()
+        self._routes = routes
+        self._agent = agent
+        self._clock = clock
+        self._timeout = timeout
+        # Large bodies are read from their file in steps scheduled on our
+        # clock (the reactor in service, a fake clock in tests).
+        self._cooperator = Cooperator(scheduler=lambda step: clock.callLater(0, step))
+
+    def render(self, request: IRequest) -> Any:
+        """
+        Start forwarding C{request}; the response follows asynchronously.
+        """
+        try:
+            target = target_of(request)
+        except BadTarget as bad:
+            return render_error(request, GatewayError("BAD_REQUEST", str(bad)))
+        matched = self._routes.match(target.path)
+        if matched is None:
+            return render_error(request, not_found(request))
+        route, rest = matched
+        note_upstream(request, route.service.name, None)
+        # twisted.web would add "Content-Type: text/html" to a response that
+        # has none; an upstream's response must reach the client as it was.
+        request.defaultContentType = None
+        self._forward(request, route, route.upstream_url(rest, target.query))
+        return NOT_DONE_YET
+
+    def _forward(self, request: IRequest, route: Route, url: bytes) -> None:
+        """
+        Send C{request} to C{url} and relay what comes back.
+        """
+        client = request.getClientAddress()
+        headers = upstream_request_headers(
+            request.requestHeaders,
+            client_ip=getattr(client, "host", None),
+            proto=b"https" if request.isSecure() else b"http",
+            correlation_id=correlation_id(request),
+        )
+        try:
+            answered = self._agent.request(
+                request.method, url, headers, body_producer(request.content, self._cooperator)
+            )
+        except ValueError:
+            # The Agent refuses a method or URI that is not valid HTTP to send
+            # on; the client asked for something we cannot forward.
+            write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
+            return
+        answered.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+        streaming: list[_StreamToClient] = []
+
+        def client_gone(reason: Failure) -> None:
+            # The client went away: cancel the upstream request (closing its
+            # connection) whether or not its response has started.
+            if streaming:
+                streaming[0].stop()
+            else:
+                answered.cancel()
+
+        request.notifyFinish().addErrback(client_gone)
+
+        def relay(response: IResponse) -> "Deferred[None]":
+            note_upstream(request, route.service.name, response.code)
+            request.setResponseCode(response.code, response.phrase)
+            # The upstream's fields win over any of ours set so far (as with
+            # http-proxy-middleware), but the correlation id is the gateway's.
+            outgoing = request.responseHeaders
+            for name, values in client_response_headers(response.headers).getAllRawHeaders():
+                outgoing.setRawHeaders(name, list(values))
+            # twisted's client keeps Content-Length out of response.headers
+            # (with the other connection-control fields) and gives it as
+            # response.length; without it twisted.web would send the body
+            # chunked.  (For HEAD the client reports 0, so none is sent.)
+            if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+                outgoing.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+            outgoing.setRawHeaders(
+                b"x-correlation-id", [correlation_id(request).encode("ascii")]
+            )
+            finished: Deferred[None] = Deferred()
+            protocol = _StreamToClient(request, finished)
+            streaming.append(protocol)
+            response.deliverBody(protocol)
+            return finished
+
+        answered.addCallback(relay)
+        answered.addErrback(self._failed, request, route)
+
+    def _failed(self, reason: Failure, request: IRequest, route: Route) -> None:
+        """
+        Answer C{request} with the error C{reason} maps to, unless the
+        client is already gone.
+        """
+        if getattr(request, "_disconnected", False):
+            return  # cancelled because the client left: nobody to answer
+        name = route.service.name
+        if reason.check(UpstreamTimeout):
+            error = GatewayError(
+                "GATEWAY_TIMEOUT",
+                f"Service {name} did not respond in time",
+            )
+            log.warn(
+                "upstream timed out: {service}",
+                service=name,
+                correlation_id=correlation_id(request),
+            )
+        elif _is_unreachable(reason):
+            error = GatewayError("SERVICE_UNAVAILABLE", f"Service {name} is unavailable")
+            log.warn(
+                "upstream unavailable: {service}: {reason}",
+                service=name,
+                reason=reason.getErrorMessage(),
+                correlation_id=correlation_id(request),
+            )
+        else:
+            log.failure(
+                "proxying failed",
+                failure=reason,
+                service=name,
+                correlation_id=correlation_id(request),
+            )
+            error = GatewayError("INTERNAL_ERROR", "Internal server error")
+        if getattr(request, "startedWriting", False):
+            abort_client(request)
+        else:
+            write_error(request, error)
+
+
+def _timed_out(result: object, timeout: float) -> Failure:
+    """
+    Turn the cancellation caused by the proxy timeout into
+    L{UpstreamTimeout}, so it is not mistaken for a client going away.
+    """
+    return Failure(UpstreamTimeout(timeout))
+
+
+def _is_unreachable(reason: Failure) -> bool:
+    """
+    Whether C{reason} means the upstream could not be reached or failed
+    before it sent a response: a 502 rather than our own fault.
+    """
+    from twisted.web._newclient import (
+        RequestGenerationFailed,
+        RequestTransmissionFailed,
+        ResponseFailed,
+        ResponseNeverReceived,
+    )
+
+    return reason.check(
+        ConnectError,
+        DNSLookupError,
+        ResponseNeverReceived,
+        RequestTransmissionFailed,
+        ResponseFailed,
+        CancelledError,
+    ) is not None and not reason.check(RequestGenerationFailed)
+
+
+def not_found(request: IRequest) -> GatewayError:
+    """
+    The 404 for a request no route serves.
+    """
+    path = request.path.decode("latin-1") if request.path else "/"
+    method = request.method.decode("latin-1")
+    return GatewayError("NOT_FOUND", f"Route {method} {path} not found")

@@ -1,0 +1,120 @@
+"""
+The gateway as a Twisted service: listening, and a graceful drain on stop.
+
+twistd stops the service tree on SIGTERM and SIGINT; stopping this service
+stops accepting connections, lets in-flight requests finish for up to
+SHUTDOWN_GRACE_MS, closes the rest and the upstream pool, and twistd then
+exits 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+from twisted.web.client import HTTPConnectionPool
+
+from qeetgw.server import GatewaySite
+
+log = Logger()
+
+
+class GatewayService(Service):
+    """
+    Listens on C{endpoint} with C{site}; drains on stop.
+
+    @param endpoint: a Twisted server endpoint description.
+    @param site: the gateway's site.
+    @param pool: the upstream connection pool, closed on stop.
+    @param grace: seconds in-flight requests may take to finish on stop.
+    @param observer: when given, the log observer twistd is to use (set as
+        the application's L{ILogObserver} component, the documented hook).
+    @param reactor: the reactor to listen with.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        site: GatewaySite,
+        pool: Optional[HTTPConnectionPool],
+        grace: float,
+        observer: Optional[ILogObserver] = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.site = site
+        self._endpoint = serverFromString(reactor, endpoint)
+        self._description = endpoint
+        self._pool = pool
+        self._grace = grace
+        self._observer = observer
+        self.port: Optional[IListeningPort] = None
+        #: Fires with the listening port once listening (or with the error).
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd gives us its Application; an ILogObserver component on it is
+        # what twistd's logger uses instead of its own text observer.
+        if self._observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._observer)
+        super().setServiceParent(parent)
+
+    def startService(self) -> None:
+        """
+        Start listening.  A failure to listen stops the process: a gateway
+        that cannot take connections must not look alive.
+        """
+        super().startService()
+        listening = self._endpoint.listen(self.site)
+
+        def listened(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            address = port.getHost()
+            log.info(
+                "qeetgw listening on {host}:{port}",
+                host=getattr(address, "host", None),
+                port=getattr(address, "port", None),
+                endpoint=self._description,
+            )
+            self.listening.callback(port)
+            return port
+
+        def failed(reason: Any) -> None:
+            log.critical(
+                "cannot listen on {endpoint}: {error}",
+                endpoint=self._description,
+                error=reason.getErrorMessage(),
+            )
+            self.listening.errback(reason)
+            from twisted.internet import reactor
+
+            if reactor.running:
+                reactor.stop()
+
+        listening.addCallbacks(listened, failed)
+
+    @inlineCallbacks
+    def stopService(self) -> Any:  # type: ignore[override]
+        """
+        Stop listening, drain in-flight requests, close the pool.
+        """
+        super().stopService()
+        log.info(
+            "shutting down: {count} requests in flight, grace {grace}s",
+            count=len(self.site.in_flight),
+            grace=self._grace,
+        )
+        if self.port is not None:
+            yield self.port.stopListening()
+        yield self.site.drain(self._grace)
+        if self._pool is not None:
+            yield self._pool.closeCachedConnections()
+        log.info("shutdown complete")

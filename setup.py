@@ -1,0 +1,42 @@
+"""
+Packaging for qeetgw.  The version comes from qeetgw/_version.py through
+incremental; the twistd plugin ships in twisted/plugins (a namespace
+directory: it must never have an __init__.py of its own).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="qeetgw",
+    use_incremental=True,
+    setup_requires=["incremental>=24.7.2"],
+    description="The QeetMart API gateway, on Twisted",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/qeetgw_plugin.py"]},
+    include_package_data=False,
+    install_requires=[
+        "twisted[tls]>=24.7.0",
+        "treq>=24.9.1",
+        "klein>=24.8.0",
+        "pyjwt>=2.9.0",
+        "service-identity>=24.1.0",
+        "pyopenssl>=24.2.1",
+        "incremental>=24.7.2",
+        "attrs>=23.1.0",
+    ],
+    extras_require={
+        "test": [
+            # trial is part of twisted; cryptography (via pyopenssl) makes the
+            # test certificates.  Nothing else is needed to run the suite.
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "qeetgw-echo = qeetgw.echo:main",
+        ],
+    },
+)

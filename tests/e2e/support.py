@@ -1,0 +1,246 @@
+"""
+Real parts on real loopback sockets: upstream servers started by the test,
+the gateway in this process or as a C{twistd qeetgw} child process, and a
+client that speaks raw HTTP bytes.  Everything binds to 127.0.0.1, port 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from qeetgw.config import load_config
+from qeetgw.service import GatewayService
+from qeetgw.site import build_site
+
+from tests.memory import RawResponse, parse_response
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SERVICE_VARIABLES = [
+    "AUTH_SERVICE_URL",
+    "USER_SERVICE_URL",
+    "PRODUCT_SERVICE_URL",
+    "ORDER_SERVICE_URL",
+    "PAYMENT_SERVICE_URL",
+    "INVENTORY_SERVICE_URL",
+]
+
+
+def listen_upstream(test: TestCase, resource: IResource) -> str:
+    """
+    Serve C{resource} on a loopback port for the length of C{test}; return
+    its base URL.
+    """
+    port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    return f"http://127.0.0.1:{port.getHost().port}"
+
+
+def closed_port_url() -> str:
+    """
+    The URL of a loopback port nothing listens on.
+    """
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def gateway_environment(upstream_url: str, **extra: str) -> Dict[str, str]:
+    """
+    An environment with every service at C{upstream_url} and no JWT check.
+    """
+    env = {name: upstream_url for name in SERVICE_VARIABLES}
+    env["REQUIRE_AUTH"] = "false"
+    env.update(extra)
+    return env
+
+
+@inlineCallbacks
+def start_gateway(test: TestCase, env: Mapping[str, str]) -> Any:
+    """
+    Start the gateway in this process, listening on a loopback port, for
+    the length of C{test}.  Fires with C{(service, port)}.
+    """
+    config = load_config(env, {}, {"LISTEN": "tcp:0:interface=127.0.0.1"})
+    site, upstreams = build_site(config, reactor)
+    service = GatewayService(config.listen, site, upstreams.pool, config.shutdown_grace_ms / 1000)
+    service.startService()
+    port = yield service.listening
+    test.addCleanup(service.stopService)
+    return service, port.getHost().port
+
+
+class RawClient(Protocol):
+    """
+    Sends raw bytes, collects everything until the connection closes.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.received: List[bytes] = []
+        self.done: Deferred[Tuple[bytes, Failure]] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.done.callback((b"".join(self.received), reason))
+
+
+@inlineCallbacks
+def exchange(port: int, data: bytes, timeout: float = 15) -> Any:
+    """
+    Send C{data} to 127.0.0.1:C{port}; fire with all bytes received until
+    the server closed, and the reason it closed.
+    """
+    client = RawClient(data)
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    result = yield client.done.addTimeout(timeout, reactor)
+    return result
+
+
+@inlineCallbacks
+def fetch(port: int, data: bytes, head: bool = False) -> Any:
+    """
+    Send one request (which should say C{Connection: close}); fire with the
+    parsed response.
+    """
+    raw, _ = yield exchange(port, data)
+    return parse_response(raw, head)[0]
+
+
+def request(method: bytes, path: bytes, body: Optional[bytes] = None, headers: bytes = b"") -> bytes:
+    """
+    Raw bytes of a request that closes its connection after the response.
+    """
+    head = method + b" " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers
+    if body is not None:
+        head += b"Content-Length: %d\r\n" % (len(body),)
+    return head + b"\r\n" + (body or b"")
+
+
+class GatewayProcess(ProcessProtocol):
+    """
+    C{twistd -n qeetgw} as a child process, logging JSON lines.
+    """
+
+    def __init__(self) -> None:
+        self.output: List[bytes] = []
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+        self.pid: Optional[int] = None
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+
+    def outReceived(self, data: bytes) -> None:
+        self.output.append(data)
+        if not self.port.called:
+            found = re.search(rb'qeetgw listening on 127\.0\.0\.1:(\d+)', b"".join(self.output))
+            if found:
+                self.port.callback(int(found.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        code = reason.value.exitCode if reason.check(ProcessDone, ProcessTerminated) else None
+        if not self.port.called:
+            self.port.errback(RuntimeError("gateway exited: " + self.text()))
+        self.ended.callback(code)
+
+    def text(self) -> str:
+        """
+        Everything the process printed.
+        """
+        return b"".join(self.output).decode("utf-8", "replace")
+
+    def events(self) -> List[Dict[str, Any]]:
+        """
+        The JSON log events printed so far.
+        """
+        found = []
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                found.append(json.loads(line))
+        return found
+
+    def terminate(self) -> None:
+        """
+        Send SIGTERM, as Kubernetes does.
+        """
+        self.transport.signalProcess("TERM")
+
+    def peak_rss_kib(self) -> int:
+        """
+        The process's peak resident memory, from /proc.
+        """
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+
+def twistd_command(*arguments: str) -> List[str]:
+    """
+    The command line of this Python's twistd.
+    """
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *arguments]
+
+
+def spawn_twistd(test: TestCase, env: Mapping[str, str], *arguments: str) -> GatewayProcess:
+    """
+    Run twistd with C{arguments} in a fresh directory (no .env) for the
+    length of C{test}; it is killed at cleanup if still running.
+    """
+    process = GatewayProcess()
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT, **env}
+    workdir = test.mktemp()
+    os.makedirs(workdir)
+    transport = reactor.spawnProcess(
+        process, sys.executable, twistd_command(*arguments), env=full_env, path=workdir
+    )
+
+    def kill() -> Any:
+        if not process.ended.called:
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
+            return process.ended
+        return None
+
+    test.addCleanup(kill)
+    return process
+
+
+def spawn_gateway(test: TestCase, env: Mapping[str, str]) -> GatewayProcess:
+    """
+    Start C{twistd -n qeetgw} on a loopback port with JSON logs.
+    """
+    return spawn_twistd(
+        test,
+        {"LOG_FORMAT": "json", **env},
+        "--nodaemon", "--pidfile=", "qeetgw", "--port", "tcp:0:interface=127.0.0.1",
+    )
