@@ -30,6 +30,9 @@ _log = Logger()
 
 
 def _method(request: IRequest) -> str:
+    """
+    The request's method, for messages.
+    """
     return request.method.decode("latin-1")
 
 
@@ -132,6 +135,9 @@ class GatewayApp:
         return _PlainPathsOnly(self.app.resource())
 
     def _now(self) -> str:
+        """
+        The clock's time, as every C{timestamp} is written.
+        """
         return iso_timestamp(self._clock.seconds())
 
     # GET includes HEAD (werkzeug adds it; Twisted drops a HEAD's body).
@@ -142,7 +148,8 @@ class GatewayApp:
         Liveness and readiness: the gateway is up.  Probes nothing.
         """
         return _json(
-            request, {"status": "ok", "service": "api-gateway", "timestamp": self._now()}
+            request,
+            {"status": "ok", "service": "api-gateway", "timestamp": self._now()},
         )
 
     @app.route("/health/services", methods=["GET"], merge_slashes=False)

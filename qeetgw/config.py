@@ -236,8 +236,8 @@ def _whole_number(minimum: int, maximum: Optional[int] = None) -> _Parser:
 
 def _boolean(text: str) -> bool:
     """
-    C{true} or C{false}, in any case; nothing else (no C{1}, C{yes}), as the
-    Express gateway's schema allowed only those.
+    C{true} or C{false}, in any case; nothing else (no C{1}, C{yes}): SPEC.md
+    allows only those, and a typo must not silently mean C{false}.
     """
     word = text.strip().lower()
     if word == "true":
@@ -294,7 +294,9 @@ def _secret(text: str) -> Optional[str]:
     return text if text.strip() else None
 
 
-_BYTE_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
+_BYTE_UNITS: Mapping[str, int] = {
+    "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50,
+}
 _BYTE_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) *([a-z]*)\Z", re.IGNORECASE)
 
 
@@ -337,7 +339,8 @@ def _is_host(host: str) -> bool:
     except ValueError:
         pass
     name = host[:-1] if host.endswith(".") else host
-    if not name or len(name) > 253:
+    # An all-digit last label is a mistyped IPv4 address (999.1.1.1), not a name.
+    if not name or len(name) > 253 or name.rsplit(".", 1)[-1].isdigit():
         return False
     return all(_HOST_LABEL.match(label) for label in name.split("."))
 
@@ -379,7 +382,8 @@ def _endpoint(text: str) -> str:
     description = text.strip()
     try:
         endpoint = serverFromString(MemoryReactor(), description)
-    except Exception as error:  # Parsers raise anything: ValueError, TypeError, OSError, SSL errors.
+    # Endpoint parsers raise anything: ValueError, TypeError, OSError, SSL errors.
+    except Exception as error:
         raise _Invalid(
             f"must be a Twisted endpoint description such as {_ENDPOINT_EXAMPLES} "
             f"({_one_line(error)})"
@@ -534,7 +538,12 @@ def _health_path(text: str) -> str:
     (C{//host} would name another host) and has no whitespace or fragment.
     """
     path = text.strip()
-    if not path.startswith("/") or path.startswith("//") or "#" in path or _has_control_or_space(path):
+    if (
+        not path.startswith("/")
+        or path.startswith("//")
+        or "#" in path
+        or _has_control_or_space(path)
+    ):
         raise _Invalid("must be a path starting with / (such as /health), without spaces or #")
     return path
 
@@ -569,7 +578,8 @@ def _ca_file(text: str) -> Optional[str]:
 _SERVICE_TABLE: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("auth-service", "/api/v1/auth", "/auth", "http://localhost:4001", "/actuator/health"),
     ("user-service", "/api/v1/users", "/users", "http://localhost:8082", "/actuator/health"),
-    ("product-service", "/api/v1/products", "/products", "http://localhost:8083", "/actuator/health"),
+    ("product-service", "/api/v1/products", "/products", "http://localhost:8083",
+     "/actuator/health"),
     ("order-service", "/api/v1/orders", "/orders", "http://localhost:8084", "/health"),
     ("payment-service", "/api/v1/payments", "/payments", "http://localhost:8085", "/health"),
     ("inventory-service", "/api/v1/inventory", "/inventory", "http://localhost:8080", "/health"),
@@ -590,9 +600,14 @@ def _service_variables() -> Tuple[Variable, ...]:
     variables: List[Variable] = []
     for name, _, _, url, health in _SERVICE_TABLE:
         prefix = _service_variable_prefix(name)
-        variables.append(Variable(f"{prefix}_URL", url, _service_url, None, f"Base URL of the {name}"))
         variables.append(
-            Variable(f"{prefix}_HEALTH_PATH", health, _health_path, None, f"Path probed for the {name}'s health")
+            Variable(f"{prefix}_URL", url, _service_url, None, f"Base URL of the {name}")
+        )
+        variables.append(
+            Variable(
+                f"{prefix}_HEALTH_PATH", health, _health_path, None,
+                f"Path probed for the {name}'s health",
+            )
         )
     return tuple(variables)
 
@@ -608,8 +623,14 @@ VARIABLES: Tuple[Variable, ...] = (
         option="port", environment=False, label="--port",
     ),
     # PORT has no option of its own: --port takes a port number too.
-    Variable("PORT", "4000", _whole_number(0, 65535), None, "Port to listen on", option=None),
-    Variable("HOST", "0.0.0.0", _listen_host, None, "Interface (IP address or host name) to listen on"),
+    Variable(
+        "PORT", "4000", _whole_number(0, 65535), None,
+        "Port to listen on", option=None,
+    ),
+    Variable(
+        "HOST", "0.0.0.0", _listen_host, None,
+        "Interface (IP address or host name) to listen on",
+    ),
     Variable(
         "TRUST_PROXY", "false", _trust_proxy, "trust_proxy",
         "Trust X-Forwarded-For: true (its leftmost entry, forgeable), false, a "
@@ -619,17 +640,35 @@ VARIABLES: Tuple[Variable, ...] = (
         "CORS_ORIGINS", "http://localhost:3000,http://localhost:3001", _origins, "cors_origins",
         "Comma list of allowed CORS origins; * allows any", aliases=("CORS_ORIGIN",),
     ),
-    Variable("CORS_CREDENTIALS", "false", _boolean, "cors_credentials", "Send Access-Control-Allow-Credentials: true (true/false)"),
-    Variable("REQUIRE_AUTH", "true", _boolean, "require_auth", "Enforce JWT on /api/*, public paths aside (true/false)"),
+    Variable(
+        "CORS_CREDENTIALS", "false", _boolean, "cors_credentials",
+        "Send Access-Control-Allow-Credentials: true (true/false)",
+    ),
+    Variable(
+        "REQUIRE_AUTH", "true", _boolean, "require_auth",
+        "Enforce JWT on /api/*, public paths aside (true/false)",
+    ),
     Variable(
         "JWT_SECRET", None, _secret, "jwt_secret",
         "HMAC key shared with the auth-service; required when REQUIRE_AUTH=true "
         "(prefer the environment: options show in ps)",
     ),
-    Variable("JWT_ISSUER", "http://localhost:4001", _required_text, "jwt_issuer", "Expected iss claim"),
-    Variable("JWT_AUDIENCE", None, _optional_text, "jwt_audience", "When set, the aud claim must contain it"),
-    Variable("RATE_LIMIT_WINDOW_MS", "60000", _whole_number(1), "rate_limit_window_ms", "Rate-limit window, in milliseconds"),
-    Variable("RATE_LIMIT_MAX", "1000", _whole_number(1), "rate_limit_max", "Maximum requests per window"),
+    Variable(
+        "JWT_ISSUER", "http://localhost:4001", _required_text, "jwt_issuer",
+        "Expected iss claim",
+    ),
+    Variable(
+        "JWT_AUDIENCE", None, _optional_text, "jwt_audience",
+        "When set, the aud claim must contain it",
+    ),
+    Variable(
+        "RATE_LIMIT_WINDOW_MS", "60000", _whole_number(1), "rate_limit_window_ms",
+        "Rate-limit window, in milliseconds",
+    ),
+    Variable(
+        "RATE_LIMIT_MAX", "1000", _whole_number(1), "rate_limit_max",
+        "Maximum requests per window",
+    ),
     Variable(
         "RATE_LIMIT_MESSAGE", "Too many requests from this IP, please try again later.", _text,
         "rate_limit_message", "Message of the 429 answer",
@@ -638,16 +677,28 @@ VARIABLES: Tuple[Variable, ...] = (
         "GATEWAY_PROXY_TIMEOUT_MS", "5000", _whole_number(1), "proxy_timeout_ms",
         "How long an upstream may take to answer, in milliseconds",
     ),
-    Variable("JSON_BODY_LIMIT", "1mb", _byte_size, "body_limit", "Largest request body accepted (1mb, 100kb, 512b, bytes)"),
+    Variable(
+        "JSON_BODY_LIMIT", "1mb", _byte_size, "body_limit",
+        "Largest request body accepted (1mb, 100kb, 512b, bytes)",
+    ),
     *_service_variables(),
-    Variable("UPSTREAM_POOL_SIZE", "32", _whole_number(1), "upstream_pool_size", "Persistent connections kept per upstream"),
+    Variable(
+        "UPSTREAM_POOL_SIZE", "32", _whole_number(1), "upstream_pool_size",
+        "Persistent connections kept per upstream",
+    ),
     Variable(
         "UPSTREAM_KEEPALIVE_TIMEOUT_MS", "4000", _whole_number(1), "upstream_keepalive_timeout_ms",
         "How long an idle upstream connection is kept, in milliseconds; keep it "
         "below the upstreams' own keep-alive timeout",
     ),
-    Variable("UPSTREAM_CA_FILE", None, _ca_file, "upstream_ca_file", "PEM file of extra CA certificates for https upstreams"),
-    Variable("LOG_FORMAT", "text", _choice("text", "json"), "log_format", "Log format: text or json (one object a line)"),
+    Variable(
+        "UPSTREAM_CA_FILE", None, _ca_file, "upstream_ca_file",
+        "PEM file of extra CA certificates for https upstreams",
+    ),
+    Variable(
+        "LOG_FORMAT", "text", _choice("text", "json"), "log_format",
+        "Log format: text or json (one object a line)",
+    ),
     Variable(
         "SHUTDOWN_GRACE_MS", "10000", _whole_number(0), "shutdown_grace_ms",
         "How long in-flight requests may finish on SIGTERM, in milliseconds",
@@ -671,8 +722,8 @@ def _given(
     problem line must name what the user wrote.
 
     Within one source a variable beats its alias; across sources the higher
-    source wins, whichever name it uses (C{--cors-origin} would beat an
-    environment's C{CORS_ORIGINS}).
+    source wins, whichever name it uses (an override's C{CORS_ORIGIN} beats
+    the environment's C{CORS_ORIGINS}).
     """
     given: Dict[str, Tuple[str, str]] = {}
     sources = ((dotenv, False), (environ, False), (overrides, True))
@@ -685,7 +736,7 @@ def _given(
             # A blank variable does not hide a set alias (CORS_ORIGINS= with
             # CORS_ORIGIN=x means x), as JavaScript's || would have it.
             filled = [name for name in present if source[name].strip()]
-            chosen = (filled or present or [None])[0]
+            chosen = next(iter(filled or present), None)
             if chosen is not None:
                 given[variable.name] = (chosen, source[chosen])
     return given
@@ -808,7 +859,9 @@ def load_config(
         raise ConfigError(problems)
 
     fields = {
-        variable.field: values[variable.name] for variable in VARIABLES if variable.field is not None
+        variable.field: values[variable.name]
+        for variable in VARIABLES
+        if variable.field is not None
     }
     return Config(listen=listen, services=_services(values), **fields)
 
@@ -844,7 +897,9 @@ def _double_quoted(rest: str) -> Tuple[str, str]:
             continue
         value.append(char)
         index += 1
-    raise _Invalid("unterminated double-quoted value (a value must fit on one line; write \\n for a newline)")
+    raise _Invalid(
+        "unterminated double-quoted value (a value must fit on one line; write \\n for a newline)"
+    )
 
 
 def _dotenv_value(rest: str) -> str:

@@ -232,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     Run the echo upstream until interrupted; the C{qeetgw-echo} script.
     """
     options = parse_args(argv)
+    # Imported here: importing it installs the default reactor, which a
+    # module that tests import must not do.
     from twisted.internet import reactor
 
     try:

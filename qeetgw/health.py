@@ -282,7 +282,9 @@ class HealthChecker:
         Start one probe per service and deliver the report to every waiter.
         """
         probes = [self._probe(service) for service in self._services]
-        round_: "Deferred[List[ServiceHealth]]" = gatherResults(probes, consumeErrors=True)
+        round_: "Deferred[List[ServiceHealth]]" = gatherResults(
+            probes, consumeErrors=True
+        )
         round_.addCallback(
             lambda results: HealthReport(results, self._clock.seconds())
         )
@@ -312,7 +314,7 @@ class HealthChecker:
         # Redirects are not followed: a health path that redirects is a
         # misconfiguration to report, not to hide.  unbuffered: the body is
         # discarded as it arrives rather than kept.
-        probe: "Deferred[int]" = maybeDeferred(
+        probe: "Deferred[Any]" = maybeDeferred(
             self._client.get, url, allow_redirects=False, unbuffered=True
         )
         probe.addCallback(_read_status)

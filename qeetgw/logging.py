@@ -36,12 +36,12 @@ _ACCESS_FORMAT = (
 )
 
 
-def access_event(request: IRequest, now: float) -> None:
+def access_event(request: IRequest, now: float, finished: bool = True) -> None:
     """
-    Emit the access event of C{request}, finished (or cut off) at C{now}.
+    Emit the access event of C{request}, finished (or, when C{finished} is
+    false, cut off before its response was complete) at C{now}.
     """
     client = request.getClientAddress()
-    finished = bool(getattr(request, "finished", False))
     access_log.info(
         _ACCESS_FORMAT,
         method=request.method.decode("latin-1"),

@@ -160,7 +160,7 @@ class GatewayRequest(Request):
         if not self.finished:
             # A finished request was logged when it finished; this one was
             # cut off (the client left, or we aborted it).
-            site.log(self)
+            site.log(self, finished=False)
             site.request_done(self)
 
     def _cleanup(self) -> None:
@@ -250,15 +250,17 @@ class GatewaySite(Site):
         self.in_flight: Set[GatewayRequest] = set()
         self._drained: Optional[Deferred[None]] = None
 
-    def log(self, request: GatewayRequest) -> None:  # type: ignore[override]
+    def log(self, request: GatewayRequest, finished: bool = True) -> None:  # type: ignore[override]
         """
         Emit the access event for C{request} (once), instead of the
-        combined-log line.
+        combined-log line.  twisted.web calls this as a request finishes;
+        L{GatewayRequest} calls it with C{finished=False} for a request cut
+        off before then.
         """
         if getattr(request, "_logged", False):
             return
         request._logged = True
-        access_event(request, self.clock.seconds())
+        access_event(request, self.clock.seconds(), finished)
 
     def request_started(self, request: GatewayRequest) -> None:
         """

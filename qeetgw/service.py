@@ -51,6 +51,7 @@ class GatewayService(Service):
 
             reactor = default_reactor
         self.site = site
+        self._reactor = reactor
         self._endpoint = serverFromString(reactor, endpoint)
         self._description = endpoint
         self._pool = pool
@@ -94,10 +95,8 @@ class GatewayService(Service):
                 error=reason.getErrorMessage(),
             )
             self.listening.errback(reason)
-            from twisted.internet import reactor
-
-            if reactor.running:
-                reactor.stop()
+            if self._reactor.running:
+                self._reactor.stop()
 
         listening.addCallbacks(listened, failed)
 
@@ -117,4 +116,10 @@ class GatewayService(Service):
         yield self.site.drain(self._grace)
         if self._pool is not None:
             yield self._pool.closeCachedConnections()
+        # twistd re-raises the SIGTERM/SIGINT that stopped it once the reactor
+        # is done, so the process ends "killed by signal" (exit 143).  Ours
+        # is an orderly stop that drained: report it as exit 0, which is what
+        # process supervisors and Kubernetes read as a clean shutdown.
+        if getattr(self._reactor, "_exitSignal", None) is not None:
+            self._reactor._exitSignal = None
         log.info("shutdown complete")

@@ -1,9 +1,9 @@
 """
-The C{twistd qeetgw} command line.
+The C{twistd qeetgw} command line, and the service it makes.
 
-Each option overrides the environment variable of the same name, which
-overrides the C{.env} file in the working directory, which overrides the
-default (see L{qeetgw.config.VARIABLES}).  The options are built from that
+Each option overrides the environment variable its C{--help} line names,
+which overrides the C{.env} file in the working directory, which overrides
+the default (see L{qeetgw.config.VARIABLES}).  The options are built from that
 table, so a new variable gets its option and its C{--help} line for free.
 """
 
@@ -15,6 +15,9 @@ from typing import Dict, List, Mapping, Optional
 from twisted.python import usage
 
 from qeetgw.config import VARIABLES, Config, ConfigError, load_config, read_dotenv
+from qeetgw.logging import observer_for
+from qeetgw.service import GatewayService
+from qeetgw.site import build_site
 
 
 class Options(usage.Options):
@@ -104,4 +107,23 @@ class Options(usage.Options):
         return super().getUsage(width)
 
 
-# makeService: added by the core work
+def makeService(options: Options) -> GatewayService:
+    """
+    The gateway service for C{twistd qeetgw}, from C{options}' validated
+    configuration.
+    """
+    from twisted.internet import reactor
+
+    config = options.config
+    assert config is not None, "postOptions builds the configuration"
+    site, upstreams = build_site(config, reactor)
+    return GatewayService(
+        config.listen,
+        site,
+        upstreams.pool,
+        grace=config.shutdown_grace_ms / 1000,
+        # JSON lines replace twistd's text observer; text keeps twistd's own
+        # (stdout with --nodaemon, twistd.log otherwise).
+        observer=observer_for("json") if config.log_format == "json" else None,
+        reactor=reactor,
+    )

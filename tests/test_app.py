@@ -137,7 +137,9 @@ class GatewayAppTests(SynchronousTestCase):
 
     def test_correlation_id_is_the_clients(self) -> None:
         response, _ = self.request("GET", "/health", {"X-Correlation-ID": "abc-123"})
-        self.assertEqual(response.headers.getRawHeaders(b"x-correlation-id"), [b"abc-123"])
+        self.assertEqual(
+            response.headers.getRawHeaders(b"x-correlation-id"), [b"abc-123"]
+        )
 
     def test_made_correlation_id(self) -> None:
         response, _ = self.request("GET", "/info")
@@ -157,7 +159,12 @@ class GatewayAppTests(SynchronousTestCase):
         self.assertEqual(value["status"], "degraded")
         self.assertEqual(
             value["services"][1],
-            {"name": "s1", "status": "unhealthy", "responseTime": 3, "error": "HTTP 503"},
+            {
+                "name": "s1",
+                "status": "unhealthy",
+                "responseTime": 3,
+                "error": "HTTP 503",
+            },
         )
 
     def test_info(self) -> None:
@@ -203,7 +210,8 @@ class GatewayAppTests(SynchronousTestCase):
                 self.assertIsNone(response.headers.getRawHeaders(b"location"))
 
     def test_wrong_method_is_json_405(self) -> None:
-        for method, path in [("POST", "/health"), ("DELETE", "/info"), ("PUT", "/health/services")]:
+        wrong = [("POST", "/health"), ("DELETE", "/info"), ("PUT", "/health/services")]
+        for method, path in wrong:
             response, body = self.request(method, path)
             self.assert_envelope(
                 response,

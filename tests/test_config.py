@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 from ipaddress import ip_network
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import attrs
 from cryptography import x509
@@ -34,12 +34,16 @@ from qeetgw.config import (
 NO_AUTH: Mapping[str, str] = {"REQUIRE_AUTH": "false"}
 
 
-def problems_of(environ: Mapping[str, str], dotenv: Mapping[str, str] = {}, overrides: Mapping[str, str] = {}) -> List[str]:
+def problems_of(
+    environ: Mapping[str, str],
+    dotenv: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, str]] = None,
+) -> List[str]:
     """
     The problem lines L{load_config} reports, or C{[]} when it succeeds.
     """
     try:
-        load_config(environ, dotenv, overrides)
+        load_config(environ, dotenv or {}, overrides or {})
     except ConfigError as error:
         return error.problems
     return []
@@ -113,12 +117,18 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(
             config.services,
             (
-                ServiceConfig("auth-service", "/api/v1/auth", "/auth", "http://localhost:4001", "/actuator/health", "AUTH_SERVICE_URL"),
-                ServiceConfig("user-service", "/api/v1/users", "/users", "http://localhost:8082", "/actuator/health", "USER_SERVICE_URL"),
-                ServiceConfig("product-service", "/api/v1/products", "/products", "http://localhost:8083", "/actuator/health", "PRODUCT_SERVICE_URL"),
-                ServiceConfig("order-service", "/api/v1/orders", "/orders", "http://localhost:8084", "/health", "ORDER_SERVICE_URL"),
-                ServiceConfig("payment-service", "/api/v1/payments", "/payments", "http://localhost:8085", "/health", "PAYMENT_SERVICE_URL"),
-                ServiceConfig("inventory-service", "/api/v1/inventory", "/inventory", "http://localhost:8080", "/health", "INVENTORY_SERVICE_URL"),
+                ServiceConfig("auth-service", "/api/v1/auth", "/auth",
+                              "http://localhost:4001", "/actuator/health", "AUTH_SERVICE_URL"),
+                ServiceConfig("user-service", "/api/v1/users", "/users",
+                              "http://localhost:8082", "/actuator/health", "USER_SERVICE_URL"),
+                ServiceConfig("product-service", "/api/v1/products", "/products",
+                              "http://localhost:8083", "/actuator/health", "PRODUCT_SERVICE_URL"),
+                ServiceConfig("order-service", "/api/v1/orders", "/orders",
+                              "http://localhost:8084", "/health", "ORDER_SERVICE_URL"),
+                ServiceConfig("payment-service", "/api/v1/payments", "/payments",
+                              "http://localhost:8085", "/health", "PAYMENT_SERVICE_URL"),
+                ServiceConfig("inventory-service", "/api/v1/inventory", "/inventory",
+                              "http://localhost:8080", "/health", "INVENTORY_SERVICE_URL"),
             ),
         )
 
@@ -161,9 +171,12 @@ class TableTests(SynchronousTestCase):
             "RATE_LIMIT_WINDOW_MS": "60000", "RATE_LIMIT_MAX": "1000",
             "RATE_LIMIT_MESSAGE": "Too many requests from this IP, please try again later.",
             "GATEWAY_PROXY_TIMEOUT_MS": "5000", "JSON_BODY_LIMIT": "1mb",
-            "AUTH_SERVICE_URL": "http://localhost:4001", "USER_SERVICE_URL": "http://localhost:8082",
-            "PRODUCT_SERVICE_URL": "http://localhost:8083", "ORDER_SERVICE_URL": "http://localhost:8084",
-            "PAYMENT_SERVICE_URL": "http://localhost:8085", "INVENTORY_SERVICE_URL": "http://localhost:8080",
+            "AUTH_SERVICE_URL": "http://localhost:4001",
+            "USER_SERVICE_URL": "http://localhost:8082",
+            "PRODUCT_SERVICE_URL": "http://localhost:8083",
+            "ORDER_SERVICE_URL": "http://localhost:8084",
+            "PAYMENT_SERVICE_URL": "http://localhost:8085",
+            "INVENTORY_SERVICE_URL": "http://localhost:8080",
         }
         defaults = {variable.name: variable.default for variable in VARIABLES}
         for name, default in spec.items():
@@ -261,14 +274,17 @@ class ParsingTests(SynchronousTestCase):
         self.assertEqual(load_config({"JWT_SECRET": " s3cret\n"}).jwt_secret, " s3cret\n")
 
     def test_blank_optional_values_mean_unset(self) -> None:
-        config = load_config({**NO_AUTH, "JWT_AUDIENCE": "", "UPSTREAM_CA_FILE": " ", "JWT_SECRET": ""})
+        config = load_config(
+            {**NO_AUTH, "JWT_AUDIENCE": "", "UPSTREAM_CA_FILE": " ", "JWT_SECRET": ""}
+        )
         self.assertIsNone(config.jwt_audience)
         self.assertIsNone(config.upstream_ca_file)
         self.assertIsNone(config.jwt_secret)
 
     def test_rate_limit_message_is_free_text(self) -> None:
         message = "  Trop de requêtes: #1 "
-        self.assertEqual(load_config({**NO_AUTH, "RATE_LIMIT_MESSAGE": message}).rate_limit_message, message)
+        config = load_config({**NO_AUTH, "RATE_LIMIT_MESSAGE": message})
+        self.assertEqual(config.rate_limit_message, message)
 
     def test_log_format_ignores_case(self) -> None:
         self.assertEqual(load_config({**NO_AUTH, "LOG_FORMAT": "JSON"}).log_format, "json")
@@ -294,53 +310,57 @@ class ProblemLineTests(SynchronousTestCase):
     what is allowed.
     """
 
+    HOST_ALLOWED = "must be an IP address (0.0.0.0, ::, 127.0.0.1, ::1) or a host name"
+    TRUST_ALLOWED = (
+        "must be true, false, a hop count (0 or more) or a comma list of IP "
+        "addresses and CIDRs (loopback, linklocal, uniquelocal allowed)"
+    )
+    ORIGIN_ALLOWED = "each entry must be scheme://host[:port] (no path) or *"
+    AT_LEAST_1 = "must be a whole number of at least 1"
+
+    #: (variable, value given, what the line says is allowed).
     CASES: List[Tuple[str, str, str]] = [
-        ("PORT", "abc", "PORT='abc': must be a whole number from 0 to 65535"),
-        ("PORT", "65536", "PORT='65536': must be a whole number from 0 to 65535"),
-        ("PORT", "-1", "PORT='-1': must be a whole number from 0 to 65535"),
-        ("HOST", "not a host", "HOST='not a host': must be an IP address (0.0.0.0, ::, 127.0.0.1, ::1) or a host name"),
-        ("HOST", "", "HOST='': must be an IP address (0.0.0.0, ::, 127.0.0.1, ::1) or a host name"),
-        ("TRUST_PROXY", "yes",
-         "TRUST_PROXY='yes': 'yes' is not an IP address or CIDR; must be true, false, a hop count (0 or more) "
-         "or a comma list of IP addresses and CIDRs (loopback, linklocal, uniquelocal allowed)"),
-        ("TRUST_PROXY", "-1",
-         "TRUST_PROXY='-1': '-1' is not an IP address or CIDR; must be true, false, a hop count (0 or more) "
-         "or a comma list of IP addresses and CIDRs (loopback, linklocal, uniquelocal allowed)"),
-        ("TRUST_PROXY", ",",
-         "TRUST_PROXY=',': must be true, false, a hop count (0 or more) "
-         "or a comma list of IP addresses and CIDRs (loopback, linklocal, uniquelocal allowed)"),
+        ("PORT", "abc", "must be a whole number from 0 to 65535"),
+        ("PORT", "65536", "must be a whole number from 0 to 65535"),
+        ("PORT", "-1", "must be a whole number from 0 to 65535"),
+        ("HOST", "not a host", HOST_ALLOWED),
+        ("HOST", "", HOST_ALLOWED),
+        ("HOST", "999.1.1.1", HOST_ALLOWED),
+        ("TRUST_PROXY", "yes", f"'yes' is not an IP address or CIDR; {TRUST_ALLOWED}"),
+        ("TRUST_PROXY", "-1", f"'-1' is not an IP address or CIDR; {TRUST_ALLOWED}"),
+        ("TRUST_PROXY", ",", TRUST_ALLOWED),
         ("CORS_ORIGINS", "http://a.example/app",
-         "CORS_ORIGINS='http://a.example/app': 'http://a.example/app' is not an origin; "
-         "each entry must be scheme://host[:port] (no path) or *"),
-        ("CORS_ORIGINS", "null",
-         "CORS_ORIGINS='null': 'null' is not an origin; each entry must be scheme://host[:port] (no path) or *"),
-        ("CORS_CREDENTIALS", "1", "CORS_CREDENTIALS='1': must be true or false"),
-        ("REQUIRE_AUTH", "yes", "REQUIRE_AUTH='yes': must be true or false"),
-        ("JWT_ISSUER", " ", "JWT_ISSUER=' ': must not be empty"),
-        ("RATE_LIMIT_WINDOW_MS", "0", "RATE_LIMIT_WINDOW_MS='0': must be a whole number of at least 1"),
-        ("RATE_LIMIT_MAX", "abc", "RATE_LIMIT_MAX='abc': must be a whole number of at least 1"),
-        ("RATE_LIMIT_MAX", "1e3", "RATE_LIMIT_MAX='1e3': must be a whole number of at least 1"),
-        ("RATE_LIMIT_MAX", "1_000", "RATE_LIMIT_MAX='1_000': must be a whole number of at least 1"),
-        ("RATE_LIMIT_MAX", "+5", "RATE_LIMIT_MAX='+5': must be a whole number of at least 1"),
-        ("RATE_LIMIT_MAX", "", "RATE_LIMIT_MAX='': must be a whole number of at least 1"),
-        ("GATEWAY_PROXY_TIMEOUT_MS", "5s", "GATEWAY_PROXY_TIMEOUT_MS='5s': must be a whole number of at least 1"),
+         f"'http://a.example/app' is not an origin; {ORIGIN_ALLOWED}"),
+        ("CORS_ORIGINS", "null", f"'null' is not an origin; {ORIGIN_ALLOWED}"),
+        ("CORS_CREDENTIALS", "1", "must be true or false"),
+        ("REQUIRE_AUTH", "yes", "must be true or false"),
+        ("JWT_ISSUER", " ", "must not be empty"),
+        ("RATE_LIMIT_WINDOW_MS", "0", AT_LEAST_1),
+        ("RATE_LIMIT_MAX", "abc", AT_LEAST_1),
+        ("RATE_LIMIT_MAX", "1e3", AT_LEAST_1),
+        ("RATE_LIMIT_MAX", "1_000", AT_LEAST_1),
+        ("RATE_LIMIT_MAX", "+5", AT_LEAST_1),
+        ("RATE_LIMIT_MAX", "", AT_LEAST_1),
+        ("GATEWAY_PROXY_TIMEOUT_MS", "5s", AT_LEAST_1),
         ("JSON_BODY_LIMIT", "1zb",
-         "JSON_BODY_LIMIT='1zb': must be a size such as 1mb, 100kb, 1.5mb, 512b or a number of bytes "
+         "must be a size such as 1mb, 100kb, 1.5mb, 512b or a number of bytes "
          "(units b, kb, mb, gb, tb, pb), of at least 1 byte"),
         ("ORDER_SERVICE_URL", "ftp://orders",
-         "ORDER_SERVICE_URL='ftp://orders': must be an http:// or https:// URL with a host, an optional "
-         "port and path, and no query, fragment or user info"),
+         "must be an http:// or https:// URL with a host, an optional port and path, "
+         "and no query, fragment or user info"),
         ("USER_SERVICE_HEALTH_PATH", "health",
-         "USER_SERVICE_HEALTH_PATH='health': must be a path starting with / (such as /health), without spaces or #"),
-        ("UPSTREAM_POOL_SIZE", "0", "UPSTREAM_POOL_SIZE='0': must be a whole number of at least 1"),
-        ("UPSTREAM_KEEPALIVE_TIMEOUT_MS", "x", "UPSTREAM_KEEPALIVE_TIMEOUT_MS='x': must be a whole number of at least 1"),
-        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': must be one of: text, json"),
-        ("SHUTDOWN_GRACE_MS", "-5", "SHUTDOWN_GRACE_MS='-5': must be a whole number of at least 0"),
+         "must be a path starting with / (such as /health), without spaces or #"),
+        ("UPSTREAM_POOL_SIZE", "0", AT_LEAST_1),
+        ("UPSTREAM_KEEPALIVE_TIMEOUT_MS", "x", AT_LEAST_1),
+        ("LOG_FORMAT", "xml", "must be one of: text, json"),
+        ("SHUTDOWN_GRACE_MS", "-5", "must be a whole number of at least 0"),
     ]
 
     def test_each_bad_value_gives_its_one_line(self) -> None:
-        for name, value, line in self.CASES:
-            self.assertEqual(problems_of({**NO_AUTH, name: value}), [line], name)
+        for name, value, allowed in self.CASES:
+            self.assertEqual(
+                problems_of({**NO_AUTH, name: value}), [f"{name}={value!r}: {allowed}"], name
+            )
 
     def test_several_bad_values_give_several_lines_in_table_order(self) -> None:
         problems = problems_of(
@@ -358,7 +378,9 @@ class ProblemLineTests(SynchronousTestCase):
         )
 
     def test_error_text_is_the_lines(self) -> None:
-        error = self.assertRaises(ConfigError, load_config, {"PORT": "x", "HOST": "?"}, {}, {"REQUIRE_AUTH": "false"})
+        error = self.assertRaises(
+            ConfigError, load_config, {"PORT": "x", "HOST": "?"}, {}, {"REQUIRE_AUTH": "false"}
+        )
         self.assertEqual(str(error), "\n".join(error.problems))
         self.assertEqual(len(error.problems), 2)
 
@@ -370,8 +392,8 @@ class ProblemLineTests(SynchronousTestCase):
         missing = os.path.abspath(self.mktemp())
         self.assertEqual(
             problems_of({**NO_AUTH, "UPSTREAM_CA_FILE": missing}),
-            [f"UPSTREAM_CA_FILE={missing!r}: must be a readable PEM file with at least one CA certificate "
-             "(No such file or directory)"],
+            [f"UPSTREAM_CA_FILE={missing!r}: must be a readable PEM file with at least one "
+             "CA certificate (No such file or directory)"],
         )
 
     def test_ca_file_must_hold_a_certificate(self) -> None:
@@ -380,8 +402,8 @@ class ProblemLineTests(SynchronousTestCase):
             f.write("not a certificate\n")
         self.assertEqual(
             problems_of({**NO_AUTH, "UPSTREAM_CA_FILE": path}),
-            [f"UPSTREAM_CA_FILE={path!r}: must be a readable PEM file with at least one CA certificate "
-             "(no certificate found in it)"],
+            [f"UPSTREAM_CA_FILE={path!r}: must be a readable PEM file with at least one "
+             "CA certificate (no certificate found in it)"],
         )
 
     def test_ca_file_must_not_be_a_key_only(self) -> None:
@@ -412,7 +434,9 @@ class PrecedenceTests(SynchronousTestCase):
         self.assertEqual(config.rate_limit_max, 5)
 
     def test_dotenv_fills_what_environ_lacks(self) -> None:
-        config = load_config({"RATE_LIMIT_MAX": "4"}, {"REQUIRE_AUTH": "false", "RATE_LIMIT_MAX": "3"})
+        config = load_config(
+            {"RATE_LIMIT_MAX": "4"}, {"REQUIRE_AUTH": "false", "RATE_LIMIT_MAX": "3"}
+        )
         self.assertEqual((config.rate_limit_max, config.require_auth), (4, False))
 
     def test_only_the_winning_value_is_checked(self) -> None:
@@ -460,7 +484,9 @@ class RequireAuthTests(SynchronousTestCase):
         self.assertIsNone(load_config({"REQUIRE_AUTH": "false"}).jwt_secret)
 
     def test_bad_require_auth_gives_only_its_own_line(self) -> None:
-        self.assertEqual(problems_of({"REQUIRE_AUTH": "maybe"}), ["REQUIRE_AUTH='maybe': must be true or false"])
+        self.assertEqual(
+            problems_of({"REQUIRE_AUTH": "maybe"}), ["REQUIRE_AUTH='maybe': must be true or false"]
+        )
 
     def test_a_set_secret_is_never_echoed(self) -> None:
         problems = problems_of({"JWT_SECRET": "hunter2-secret", "PORT": "x"})
@@ -485,7 +511,8 @@ class ByteSizeTests(SynchronousTestCase):
             self.assertEqual(self.limit(text), size, text)
 
     def test_bad_sizes(self) -> None:
-        for text in ("", "abc", "mb", "-1mb", "1zb", "0", "0kb", "0.0001kb", "1.mb", "1mb2", "1 000"):
+        bad = ("", "abc", "mb", "-1mb", "1zb", "0", "0kb", "0.0001kb", "1.mb", "1mb2", "1 000")
+        for text in bad:
             [line] = problems_of({**NO_AUTH, "JSON_BODY_LIMIT": text})
             self.assertTrue(line.startswith(f"JSON_BODY_LIMIT={text!r}: must be a size"), line)
 
@@ -514,7 +541,8 @@ class ServiceURLTests(SynchronousTestCase):
             self.assertEqual(self.url(text), url, text)
 
     def test_url_variable_is_recorded(self) -> None:
-        self.assertEqual(load_config(NO_AUTH).service_named("user-service").url_variable, "USER_SERVICE_URL")
+        service = load_config(NO_AUTH).service_named("user-service")
+        self.assertEqual(service.url_variable, "USER_SERVICE_URL")
 
     def test_bad_urls(self) -> None:
         cases = {
@@ -529,6 +557,7 @@ class ServiceURLTests(SynchronousTestCase):
             "http://users:abc": "has no valid host and port",
             "http://users:70000": "has no valid host and port",
             "http://users:0": "port must be from 1 to 65535",
+            "http://10.0.0.256:8082": "has no valid host",
             "http://[::1": "has no valid host and port",
             "": "must be an http:// or https:// URL",
         }
@@ -539,7 +568,9 @@ class ServiceURLTests(SynchronousTestCase):
     def test_bad_health_paths(self) -> None:
         for text in ("health", "//evil.example/x", "/a b", "/x#y", ""):
             [line] = problems_of({**NO_AUTH, "ORDER_SERVICE_HEALTH_PATH": text})
-            self.assertTrue(line.startswith(f"ORDER_SERVICE_HEALTH_PATH={text!r}: must be a path"), line)
+            self.assertTrue(
+                line.startswith(f"ORDER_SERVICE_HEALTH_PATH={text!r}: must be a path"), line
+            )
 
 
 class TrustProxyTests(SynchronousTestCase):
@@ -588,7 +619,9 @@ class TrustProxyTests(SynchronousTestCase):
     def test_bad_entry_is_named(self) -> None:
         [line] = problems_of({**NO_AUTH, "TRUST_PROXY": "10.0.0.0/8,10.0.0.0/33"})
         self.assertTrue(
-            line.startswith("TRUST_PROXY='10.0.0.0/8,10.0.0.0/33': '10.0.0.0/33' is not an IP address or CIDR;"),
+            line.startswith(
+                "TRUST_PROXY='10.0.0.0/8,10.0.0.0/33': '10.0.0.0/33' is not an IP address or CIDR;"
+            ),
             line,
         )
 
@@ -598,9 +631,13 @@ class CORSTests(SynchronousTestCase):
     CORS_ORIGINS, and CORS_ORIGIN as its older alias.
     """
 
-    def origins(self, environ: Dict[str, str], dotenv: Mapping[str, str] = {},
-                overrides: Mapping[str, str] = {}) -> Tuple[str, ...]:
-        return load_config({**NO_AUTH, **environ}, dotenv, overrides).cors_origins
+    def origins(
+        self,
+        environ: Dict[str, str],
+        dotenv: Optional[Mapping[str, str]] = None,
+        overrides: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[str, ...]:
+        return load_config({**NO_AUTH, **environ}, dotenv or {}, overrides or {}).cors_origins
 
     def test_list_is_trimmed_and_empty_entries_dropped(self) -> None:
         self.assertEqual(
@@ -613,7 +650,10 @@ class CORSTests(SynchronousTestCase):
 
     def test_origins_are_normalised_as_browsers_send_them(self) -> None:
         self.assertEqual(
-            self.origins({"CORS_ORIGINS": "HTTPS://Shop.Example:443/,http://a.example:80,capacitor://localhost,https://shop.example"}),
+            self.origins({
+                "CORS_ORIGINS": "HTTPS://Shop.Example:443/,http://a.example:80,"
+                                "capacitor://localhost,https://shop.example"
+            }),
             ("https://shop.example", "http://a.example", "capacitor://localhost"),
         )
 
@@ -621,26 +661,36 @@ class CORSTests(SynchronousTestCase):
         self.assertEqual(self.origins({"CORS_ORIGINS": ""}), ())
 
     def test_alias_when_cors_origins_is_not_set(self) -> None:
-        self.assertEqual(self.origins({"CORS_ORIGIN": "https://old.example"}), ("https://old.example",))
+        self.assertEqual(
+            self.origins({"CORS_ORIGIN": "https://old.example"}), ("https://old.example",)
+        )
 
     def test_alias_when_cors_origins_is_blank(self) -> None:
         self.assertEqual(
-            self.origins({"CORS_ORIGINS": " ", "CORS_ORIGIN": "https://old.example"}), ("https://old.example",)
+            self.origins({"CORS_ORIGINS": " ", "CORS_ORIGIN": "https://old.example"}),
+            ("https://old.example",),
         )
 
     def test_cors_origins_beats_alias(self) -> None:
         self.assertEqual(
-            self.origins({"CORS_ORIGINS": "https://new.example", "CORS_ORIGIN": "https://old.example"}),
+            self.origins(
+                {"CORS_ORIGINS": "https://new.example", "CORS_ORIGIN": "https://old.example"}
+            ),
             ("https://new.example",),
         )
 
     def test_alias_in_a_higher_source_wins(self) -> None:
         self.assertEqual(
-            self.origins({"CORS_ORIGIN": "https://env.example"}, {"CORS_ORIGINS": "https://dotenv.example"}),
+            self.origins(
+                {"CORS_ORIGIN": "https://env.example"}, {"CORS_ORIGINS": "https://dotenv.example"}
+            ),
             ("https://env.example",),
         )
         self.assertEqual(
-            self.origins({"CORS_ORIGINS": "https://env.example"}, {}, {"CORS_ORIGIN": "https://option.example"}),
+            self.origins(
+                {"CORS_ORIGINS": "https://env.example"},
+                overrides={"CORS_ORIGIN": "https://option.example"},
+            ),
             ("https://option.example",),
         )
 
@@ -658,11 +708,17 @@ class ListenTests(SynchronousTestCase):
     a whole one instead.
     """
 
-    def listen(self, environ: Mapping[str, str] = {}, overrides: Mapping[str, str] = {}) -> str:
-        return load_config({**NO_AUTH, **environ}, {}, overrides).listen
+    def listen(
+        self,
+        environ: Optional[Mapping[str, str]] = None,
+        overrides: Optional[Mapping[str, str]] = None,
+    ) -> str:
+        return load_config({**NO_AUTH, **(environ or {})}, {}, overrides or {}).listen
 
     def test_port_and_host(self) -> None:
-        self.assertEqual(self.listen({"PORT": "8080", "HOST": "127.0.0.1"}), "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(
+            self.listen({"PORT": "8080", "HOST": "127.0.0.1"}), "tcp:8080:interface=127.0.0.1"
+        )
 
     def test_port_zero_for_any_free_port(self) -> None:
         self.assertEqual(self.listen({"PORT": "0"}), "tcp:0:interface=0.0.0.0")
@@ -683,13 +739,15 @@ class ListenTests(SynchronousTestCase):
 
     def test_listen_override_replaces_port_and_host(self) -> None:
         self.assertEqual(
-            self.listen({"PORT": "1", "HOST": "127.0.0.1"}, {"LISTEN": "tcp:4000:interface=0.0.0.0"}),
+            self.listen(
+                {"PORT": "1", "HOST": "127.0.0.1"}, {"LISTEN": "tcp:4000:interface=0.0.0.0"}
+            ),
             "tcp:4000:interface=0.0.0.0",
         )
 
     def test_listen_accepts_other_endpoint_kinds(self) -> None:
-        self.assertEqual(self.listen(overrides={"LISTEN": "tcp6:4000:interface=\\:\\:"}), "tcp6:4000:interface=\\:\\:")
-        self.assertEqual(self.listen(overrides={"LISTEN": "unix:/tmp/qeetgw.sock"}), "unix:/tmp/qeetgw.sock")
+        for description in ("tcp6:4000:interface=\\:\\:", "unix:/tmp/qeetgw.sock"):
+            self.assertEqual(self.listen(overrides={"LISTEN": description}), description)
 
     def test_listen_ssl_with_real_files(self) -> None:
         cert_path, key_path = make_certificate(self.mktemp())
@@ -700,20 +758,24 @@ class ListenTests(SynchronousTestCase):
         missing = os.path.abspath(self.mktemp())
         description = f"ssl:4443:privateKey={missing}"
         [line] = problems_of(NO_AUTH, {}, {"LISTEN": description})
-        self.assertTrue(line.startswith(f"--port={description!r}: must be a Twisted endpoint description"), line)
+        expected = f"--port={description!r}: must be a Twisted endpoint description"
+        self.assertTrue(line.startswith(expected), line)
         self.assertIn("No such file or directory", line)
 
     def test_listen_garbage(self) -> None:
         self.assertEqual(
             problems_of(NO_AUTH, {}, {"LISTEN": "garbage"}),
-            ["--port='garbage': must be a Twisted endpoint description such as tcp:4000:interface=0.0.0.0 "
-             "or ssl:4443:privateKey=key.pem:certKey=cert.pem (Unknown endpoint type: 'garbage')"],
+            ["--port='garbage': must be a Twisted endpoint description such as "
+             "tcp:4000:interface=0.0.0.0 or ssl:4443:privateKey=key.pem:certKey=cert.pem "
+             "(Unknown endpoint type: 'garbage')"],
         )
 
     def test_listen_bad_arguments(self) -> None:
         for description in ("tcp:abc", "tcp:4000:colour=blue", "tcp:"):
             [line] = problems_of(NO_AUTH, {}, {"LISTEN": description})
-            self.assertTrue(line.startswith(f"--port={description!r}: must be a Twisted endpoint"), line)
+            self.assertTrue(
+                line.startswith(f"--port={description!r}: must be a Twisted endpoint"), line
+            )
 
     def test_listen_port_out_of_range(self) -> None:
         self.assertEqual(
@@ -725,7 +787,10 @@ class ListenTests(SynchronousTestCase):
         """
         C{--port 8080} is a port on HOST, as a user of Express's PORT means.
         """
-        self.assertEqual(self.listen({"PORT": "1", "HOST": "127.0.0.1"}, {"LISTEN": "8080"}), "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(
+            self.listen({"PORT": "1", "HOST": "127.0.0.1"}, {"LISTEN": "8080"}),
+            "tcp:8080:interface=127.0.0.1",
+        )
 
     def test_listen_port_number_is_checked_as_port(self) -> None:
         self.assertEqual(
@@ -768,19 +833,31 @@ class ReadDotenvTests(SynchronousTestCase):
         )
         self.assertEqual(
             read_dotenv(path),
-            {"PORT": "4000", "HOST": "127.0.0.1", "JWT_SECRET": "abc", "EMPTY": "", "spring.datasource.url": "jdbc:x"},
+            {
+                "PORT": "4000",
+                "HOST": "127.0.0.1",
+                "JWT_SECRET": "abc",
+                "EMPTY": "",
+                "spring.datasource.url": "jdbc:x",
+            },
         )
 
     def test_inline_comments_after_unquoted_values(self) -> None:
         path = self.write("A=value # comment\nB=pass#word\nC= # only a comment\nD=#hash\n")
-        self.assertEqual(read_dotenv(path), {"A": "value", "B": "pass#word", "C": "", "D": "#hash"})
+        self.assertEqual(
+            read_dotenv(path), {"A": "value", "B": "pass#word", "C": "", "D": "#hash"}
+        )
 
     def test_single_quotes_are_literal(self) -> None:
         path = self.write("A='a # b \\n c'\nB='  spaced  '  # comment\nC=`tick`\n")
         self.assertEqual(read_dotenv(path), {"A": "a # b \\n c", "B": "  spaced  ", "C": "tick"})
 
     def test_double_quotes_understand_escapes(self) -> None:
-        path = self.write('A="line1\\nline2"\nB="tab\\there \\"q\\" back\\\\slash \\x"\nC="# not a comment" # one\n')
+        path = self.write(
+            'A="line1\\nline2"\n'
+            'B="tab\\there \\"q\\" back\\\\slash \\x"\n'
+            'C="# not a comment" # one\n'
+        )
         self.assertEqual(
             read_dotenv(path),
             {"A": "line1\nline2", "B": 'tab\there "q" back\\slash \\x', "C": "# not a comment"},
@@ -807,7 +884,7 @@ class ReadDotenvTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, read_dotenv, path)
         self.assertEqual(
             error.problems,
-            [f"{path}:2: expected KEY=VALUE", f"{path}:4: expected KEY=VALUE", f"{path}:5: expected KEY=VALUE"],
+            [f"{path}:{line}: expected KEY=VALUE" for line in (2, 4, 5)],
         )
 
     def test_unterminated_quotes(self) -> None:
@@ -816,7 +893,8 @@ class ReadDotenvTests(SynchronousTestCase):
         self.assertEqual(
             error.problems,
             [
-                f"{path}:1: A: unterminated double-quoted value (a value must fit on one line; write \\n for a newline)",
+                f"{path}:1: A: unterminated double-quoted value "
+                "(a value must fit on one line; write \\n for a newline)",
                 f"{path}:2: B: unterminated quoted value (a value must fit on one line)",
             ],
         )

@@ -18,6 +18,9 @@ import qeetgw.config
 from qeetgw.config import VARIABLES
 from qeetgw.tap import Options
 
+#: An environment without JWT enforcement, so no secret is needed.
+NO_AUTH: Mapping[str, str] = {"REQUIRE_AUTH": "false"}
+
 #: The project's root directory, for the twistd subprocess's PYTHONPATH.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(qeetgw.config.__file__)))
 
@@ -28,7 +31,8 @@ class OptionsTests(SynchronousTestCase):
     """
 
     def parse(
-        self, argv: List[str], environ: Mapping[str, str] = {}, dotenv: Optional[str] = None
+        self, argv: List[str], environ: Optional[Mapping[str, str]] = None,
+        dotenv: Optional[str] = None,
     ) -> Options:
         """
         Parse C{argv} with C{environ} as the environment and a C{.env} of
@@ -38,22 +42,22 @@ class OptionsTests(SynchronousTestCase):
         if dotenv is not None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(dotenv)
-        options = Options(environ=environ, dotenv_path=path)
+        options = Options(environ=environ or {}, dotenv_path=path)
         options.parseOptions(argv)
         return options
 
     def test_option_overrides_environment(self) -> None:
-        options = self.parse(["--rate-limit-max", "7"], {"RATE_LIMIT_MAX": "5", "REQUIRE_AUTH": "false"})
+        options = self.parse(["--rate-limit-max", "7"], {**NO_AUTH, "RATE_LIMIT_MAX": "5"})
         self.assertEqual(options.config.rate_limit_max, 7)
 
     def test_environment_used_without_option(self) -> None:
-        options = self.parse([], {"RATE_LIMIT_MAX": "5", "REQUIRE_AUTH": "false"})
+        options = self.parse([], {**NO_AUTH, "RATE_LIMIT_MAX": "5"})
         self.assertEqual(options.config.rate_limit_max, 5)
 
     def test_precedence_across_all_sources(self) -> None:
         options = self.parse(
             ["--jwt-issuer=https://option.example"],
-            {"JWT_ISSUER": "https://env.example", "JWT_AUDIENCE": "env-aud", "REQUIRE_AUTH": "false"},
+            {**NO_AUTH, "JWT_ISSUER": "https://env.example", "JWT_AUDIENCE": "env-aud"},
             "JWT_ISSUER=https://dotenv.example\nJWT_AUDIENCE=dotenv-aud\nRATE_LIMIT_MAX=9\n",
         )
         config = options.config
@@ -72,27 +76,28 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.config.jwt_secret, "from-option")
 
     def test_port_endpoint_description(self) -> None:
-        options = self.parse(["--port", "tcp:5000:interface=127.0.0.1"], {"PORT": "1", "REQUIRE_AUTH": "false"})
+        options = self.parse(["--port", "tcp:5000:interface=127.0.0.1"], {**NO_AUTH, "PORT": "1"})
         self.assertEqual(options.config.listen, "tcp:5000:interface=127.0.0.1")
 
     def test_port_number_and_host(self) -> None:
-        options = self.parse(["--port", "5000", "--host", "::1"], {"REQUIRE_AUTH": "false"})
+        options = self.parse(["--port", "5000", "--host", "::1"], NO_AUTH)
         self.assertEqual(options.config.listen, "tcp:5000:interface=\\:\\:1")
 
     def test_service_url_option(self) -> None:
-        options = self.parse(["--order-service-url", "http://orders:9000/"], {"REQUIRE_AUTH": "false"})
+        options = self.parse(["--order-service-url", "http://orders:9000/"], NO_AUTH)
         self.assertEqual(options.config.service_named("order-service").url, "http://orders:9000")
 
     def test_cors_origins_option_beats_environment_alias(self) -> None:
         options = self.parse(
-            ["--cors-origins", "https://a.example"], {"CORS_ORIGIN": "https://b.example", "REQUIRE_AUTH": "false"}
+            ["--cors-origins", "https://a.example"],
+            {**NO_AUTH, "CORS_ORIGIN": "https://b.example"},
         )
         self.assertEqual(options.config.cors_origins, ("https://a.example",))
 
     def test_only_given_options_override(self) -> None:
-        options = self.parse([], {"REQUIRE_AUTH": "false"})
+        options = self.parse([], NO_AUTH)
         self.assertEqual(options.overrides(), {})
-        options = self.parse(["--log-format", "json", "--port", "1"], {"REQUIRE_AUTH": "false"})
+        options = self.parse(["--log-format", "json", "--port", "1"], NO_AUTH)
         self.assertEqual(options.overrides(), {"LOG_FORMAT": "json", "LISTEN": "1"})
 
     def test_defaults_read_os_environ_and_cwd_dotenv(self) -> None:
@@ -106,7 +111,8 @@ class OptionsTests(SynchronousTestCase):
         self.patch(os, "environ", {"RATE_LIMIT_WINDOW_MS": "1234"})
         options = Options()
         options.parseOptions([])
-        self.assertEqual((options.config.rate_limit_max, options.config.rate_limit_window_ms), (11, 1234))
+        config = options.config
+        self.assertEqual((config.rate_limit_max, config.rate_limit_window_ms), (11, 1234))
 
 
 class OptionErrorTests(SynchronousTestCase):
@@ -114,7 +120,14 @@ class OptionErrorTests(SynchronousTestCase):
     A bad value is a UsageError listing one line per problem.
     """
 
-    def error_of(self, argv: List[str], environ: Mapping[str, str] = {"REQUIRE_AUTH": "false"}) -> usage.UsageError:
+    def error_of(
+        self, argv: List[str], environ: Optional[Mapping[str, str]] = None
+    ) -> usage.UsageError:
+        """
+        The UsageError parsing C{argv} raises, with C{environ} (by default
+        one without auth) as the environment and no C{.env}.
+        """
+        environ = NO_AUTH if environ is None else environ
         options = Options(environ=environ, dotenv_path=self.mktemp())
         return self.assertRaises(usage.UsageError, options.parseOptions, argv)
 
@@ -123,7 +136,7 @@ class OptionErrorTests(SynchronousTestCase):
         self.assertEqual(str(error), "RATE_LIMIT_MAX='abc': must be a whole number of at least 1")
 
     def test_bad_environment_value(self) -> None:
-        error = self.error_of([], {"REQUIRE_AUTH": "false", "LOG_FORMAT": "xml"})
+        error = self.error_of([], {**NO_AUTH, "LOG_FORMAT": "xml"})
         self.assertEqual(str(error), "LOG_FORMAT='xml': must be one of: text, json")
 
     def test_several_problems_one_line_each(self) -> None:
@@ -217,7 +230,9 @@ class TwistdTests(SynchronousTestCase):
         with open(os.path.join(plugins, "qeetgw_options_probe.py"), "w") as f:
             f.write(textwrap.dedent("""\
                 from twisted.application.service import ServiceMaker
-                probe = ServiceMaker("qeetgw options probe", "qeetgw.tap", "test only", "qeetgw-options-probe")
+                probe = ServiceMaker(
+                    "qeetgw options probe", "qeetgw.tap", "test only", "qeetgw-options-probe"
+                )
             """))
         environ = {
             "PATH": os.environ.get("PATH", ""),

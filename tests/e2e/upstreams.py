@@ -10,6 +10,7 @@ import json
 from typing import Any, List
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -32,6 +33,15 @@ class ScriptedUpstream(Resource):
         super().__init__()
         self.seen: List[dict] = []
         self.held: List[IRequest] = []
+        self._held_waiters: List[Deferred] = []
+
+    def wait_held(self) -> Deferred:
+        """
+        Fire when a ``slow`` request arrives and is held.
+        """
+        waiter: Deferred = Deferred()
+        self._held_waiters.append(waiter)
+        return waiter
 
     def render(self, request: IRequest) -> Any:
         body = request.content.read()
@@ -65,6 +75,9 @@ class ScriptedUpstream(Resource):
             request.setHeader(b"x-powered-by", b"Express")
         if action == b"slow":
             self.held.append(request)
+            waiters, self._held_waiters = self._held_waiters, []
+            for waiter in waiters:
+                waiter.callback(request)
             return NOT_DONE_YET
         if action == b"die":
             request.setHeader(b"content-length", b"1000")
