@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from qeetgw.config import Config
 from qeetgw.correlation import correlation_id
-from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, render_error
+from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
 from qeetgw.health import HealthChecker, HealthReport, iso_timestamp
 
 _log = Logger()
@@ -61,12 +61,7 @@ def _not_found(request: IRequest) -> bytes:
     """
     The 404 envelope for a path this app does not serve.
     """
-    return render_error(
-        request,
-        GatewayError(
-            "NOT_FOUND", f"Route {_method(request)} {_raw_path(request)} not found"
-        ),
-    )
+    return render_error(request, not_found(request))
 
 
 class _PlainPathsOnly(Resource):

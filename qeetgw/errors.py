@@ -81,3 +81,12 @@ def write_error(request: IRequest, error: GatewayError) -> None:
     body = render_error(request, error)
     request.write(body)
     request.finish()
+
+
+def not_found(request: IRequest) -> GatewayError:
+    """
+    The 404 for a request nothing serves, naming its method and raw path.
+    """
+    method = request.method.decode("latin-1")
+    path = (request.path or b"/").decode("latin-1")
+    return GatewayError("NOT_FOUND", f"Route {method} {path} not found")

@@ -34,7 +34,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from qeetgw.correlation import correlation_id
-from qeetgw.errors import GatewayError, render_error, write_error
+from qeetgw.errors import GatewayError, not_found, render_error, write_error
 from qeetgw.forwarding import client_response_headers, upstream_request_headers
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.routes import Route, RouteTable
@@ -346,11 +346,3 @@ def _is_unreachable(reason: Failure) -> bool:
         CancelledError,
     ) is not None and not reason.check(RequestGenerationFailed)
 
-
-def not_found(request: IRequest) -> GatewayError:
-    """
-    The 404 for a request no route serves.
-    """
-    path = request.path.decode("latin-1") if request.path else "/"
-    method = request.method.decode("latin-1")
-    return GatewayError("NOT_FOUND", f"Route {method} {path} not found")

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -201,5 +202,7 @@ class LargeResponseTests(TestCase):
         header_length = head.index(b"\r\n\r\n") + 4
         self.assertEqual(received - header_length, total)
         growth_mib = (process.peak_rss_kib() - baseline) / 1024
+        Logger().info("64 MiB slow read: gateway peak RSS {baseline_kib} KiB, grew {growth_mib} MiB",
+                      baseline_kib=baseline, growth_mib=round(growth_mib, 1))
         # Buffering the body whole would add 64 MiB or more.
         self.assertLess(growth_mib, 24, f"gateway grew by {growth_mib:.1f} MiB")

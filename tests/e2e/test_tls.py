@@ -114,3 +114,49 @@ class TLSUpstreamTests(TestCase):
         response = yield fetch(gateway, request(b"GET", b"/api/v1/users/echo"))
         self.assertEqual(response.code, 502)
         self.flushLoggedErrors()
+
+
+class TLSTerminationTests(TestCase):
+    """
+    ``--port ssl:...`` terminates TLS at the gateway.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_serves_https(self) -> Any:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        from qeetgw.config import load_config
+        from qeetgw.service import GatewayService
+        from qeetgw.site import build_site
+        from tests.e2e.support import RawClient, closed_port_url
+        from tests.memory import parse_response
+
+        ca_pem, key, certificate = make_ca_and_leaf("localhost")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key_file = os.path.join(directory, "key.pem")
+        cert_file = os.path.join(directory, "cert.pem")
+        with open(key_file, "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        with open(cert_file, "wb") as out:
+            out.write(certificate.public_bytes(serialization.Encoding.PEM))
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={cert_file}"
+        config = load_config(gateway_environment(closed_port_url()), {}, {"LISTEN": listen})
+        site, upstreams = build_site(config, reactor)
+        service = GatewayService(config.listen, site, upstreams.pool, 1.0)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = yield service.listening
+        client = RawClient(request(b"GET", b"/health"))
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(ca_pem)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        )
+        yield connectProtocol(endpoint, client)
+        raw, _ = yield client.done
+        response = parse_response(raw)[0]
+        self.assertEqual((response.code, response.json()["status"]), (200, "ok"))
