@@ -70,29 +70,34 @@ def _copy_end_to_end(source: Headers, also_drop: FrozenSet[bytes]) -> Headers:
 def upstream_request_headers(
     client: Headers,
     *,
-    client_ip: Optional[str],
+    peer_ip: Optional[str],
     proto: bytes,
     correlation_id: str,
+    peer_trusted: bool = False,
 ) -> Headers:
     """
     The headers to send upstream for a client request with headers
-    C{client}.
+    C{client}, received from C{peer_ip} over C{proto}.
 
     Authorization and every other end-to-end field go as sent.  The
     correlation id goes as both x-correlation-id and x-request-id.  The
-    client's address is appended to X-Forwarded-For; X-Forwarded-Proto is
-    the scheme the client used and X-Forwarded-Host the Host it asked for.
+    peer's address is appended to X-Forwarded-For (whether or not we
+    believed what came before it).  X-Forwarded-Proto and X-Forwarded-Host
+    are the scheme and Host the peer used — or, when the peer is a trusted
+    proxy (C{peer_trusted}), the values it passed on from its own client.
     """
     headers = _copy_end_to_end(client, _REPLACED_UPSTREAM)
     cid = correlation_id.encode("ascii")
     headers.setRawHeaders(b"x-correlation-id", [cid])
     headers.setRawHeaders(b"x-request-id", [cid])
-    if client_ip is not None:
+    if peer_ip is not None:
         earlier = client.getRawHeaders(b"x-forwarded-for")
-        chain = b", ".join(earlier + [client_ip.encode("ascii")]) if earlier else client_ip.encode("ascii")
-        headers.setRawHeaders(b"x-forwarded-for", [chain])
-    headers.setRawHeaders(b"x-forwarded-proto", [proto])
-    host = client.getRawHeaders(b"host")
+        peer = peer_ip.encode("ascii")
+        headers.setRawHeaders(b"x-forwarded-for", [b", ".join(earlier + [peer]) if earlier else peer])
+    forwarded_proto = client.getRawHeaders(b"x-forwarded-proto") if peer_trusted else None
+    headers.setRawHeaders(b"x-forwarded-proto", [forwarded_proto[0] if forwarded_proto else proto])
+    forwarded_host = client.getRawHeaders(b"x-forwarded-host") if peer_trusted else None
+    host = forwarded_host or client.getRawHeaders(b"host")
     if host:
         headers.setRawHeaders(b"x-forwarded-host", [host[0]])
     return headers

@@ -25,6 +25,7 @@ from twisted.logger import (
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
 
 access_log = Logger(namespace="qeetgw.access")
@@ -41,7 +42,6 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
     Emit the access event of C{request}, finished (or, when C{finished} is
     false, cut off before its response was complete) at C{now}.
     """
-    client = request.getClientAddress()
     access_log.info(
         _ACCESS_FORMAT,
         method=request.method.decode("latin-1"),
@@ -51,7 +51,7 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
         duration_ms=round((now - getattr(request, "started", now)) * 1000, 3),
         bytes_sent=getattr(request, "sentLength", 0),
         correlation_id=correlation_id(request),
-        client_ip=getattr(client, "host", None),
+        client_ip=client_ip(request),
         service=getattr(request, "qeetgw_service", None),
         upstream_status=getattr(request, "qeetgw_upstream_status", None),
     )

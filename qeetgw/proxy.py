@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
 from qeetgw.forwarding import client_response_headers, upstream_request_headers
@@ -222,12 +223,12 @@ class ReverseProxyResource(Resource):
         """
         Send C{request} to C{url} and relay what comes back.
         """
-        client = request.getClientAddress()
         headers = upstream_request_headers(
             request.requestHeaders,
-            client_ip=getattr(client, "host", None),
+            peer_ip=getattr(request.getClientAddress(), "host", None),
             proto=b"https" if request.isSecure() else b"http",
             correlation_id=correlation_id(request),
+            peer_trusted=peer_is_trusted(request),
         )
         try:
             answered = self._agent.request(
@@ -255,9 +256,12 @@ class ReverseProxyResource(Resource):
             note_upstream(request, route.service.name, response.code)
             request.setResponseCode(response.code, response.phrase)
             # The upstream's fields win over any of ours set so far (as with
-            # http-proxy-middleware), but the correlation id is the gateway's.
+            # http-proxy-middleware), but Vary lists are joined, and the
+            # correlation id is the gateway's.
             outgoing = request.responseHeaders
             for name, values in client_response_headers(response.headers).getAllRawHeaders():
+                if name.lower() == b"vary" and outgoing.hasHeader(b"vary"):
+                    values = outgoing.getRawHeaders(b"vary") + list(values)
                 outgoing.setRawHeaders(name, list(values))
             # twisted's client keeps Content-Length out of response.headers
             # (with the other connection-control fields) and gives it as

@@ -16,9 +16,9 @@ from qeetgw.paths import BadTarget, target_of
 
 class GatewayRoot(Resource):
     """
-    The root of the tree.  It reads the raw request target (never
-    twisted.web's decoded segments) and hands the request to the API chain
-    or to the gateway's own endpoints.
+    The root of the tree.  It answers a body refused as too large, reads
+    the raw request target (never twisted.web's decoded segments), and hands
+    the request to the API chain or to the gateway's own endpoints.
     """
 
     # A leaf: the whole path stays in postpath, which is what the Klein
@@ -34,6 +34,8 @@ class GatewayRoot(Resource):
         """
         Dispatch C{request}; a target that cannot be read safely is a 400.
         """
+        if getattr(request, "body_refused", False):
+            return self._too_large(request)
         try:
             target = target_of(request)
         except BadTarget as bad:
@@ -41,3 +43,19 @@ class GatewayRoot(Resource):
         if target.path == b"/api" or target.path.startswith(b"/api/"):
             return self._api.render(request)
         return self._own.render(request)
+
+    @staticmethod
+    def _too_large(request: IRequest) -> bytes:
+        """
+        The 413 for a body refused while it arrived (see
+        L{qeetgw.server.GatewayRequest}); the connection closes after it.
+        """
+        request.setHeader(b"connection", b"close")
+        limit = getattr(request, "body_limit", None)
+        return render_error(
+            request,
+            GatewayError(
+                "PAYLOAD_TOO_LARGE",
+                f"Request body is larger than the limit of {limit} bytes",
+            ),
+        )

@@ -27,6 +27,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from qeetgw.logging import access_event
+from qeetgw.config import TrustProxy
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
 
@@ -112,26 +113,9 @@ class GatewayRequest(Request):
         self.responseHeaders.removeHeader(b"server")
         self.channel.site.request_started(self)
         correlation_id(self)
-        if self.body_refused:
-            self._answer_too_large()
-            return
+        # A refused body (self.body_refused) is answered by the resource
+        # tree's root, below the wrappers that add security and CORS headers.
         super().render(resrc)
-
-    def _answer_too_large(self) -> None:
-        """
-        Write the 413 for a refused body and finish.
-        """
-        limit = self.body_limit
-        self.setHeader(b"connection", b"close")
-        body = render_error(
-            self,
-            GatewayError(
-                "PAYLOAD_TOO_LARGE",
-                f"Request body is larger than the limit of {limit} bytes",
-            ),
-        )
-        self.write(body)
-        self.finish()
 
     def processingFailed(self, reason: Failure) -> None:
         """
@@ -223,6 +207,7 @@ class GatewaySite(Site):
     logs one access event per request, and drains on shutdown.
 
     @ivar body_limit: the largest request body accepted, in bytes.
+    @ivar trust_proxy: which proxies may tell us the client's address.
     @ivar clock: the clock for request durations and the drain.
     @ivar channels: the open client connections.
     @ivar in_flight: the requests not yet finished.
@@ -233,7 +218,11 @@ class GatewaySite(Site):
     displayTracebacks = False
 
     def __init__(
-        self, resource: IResource, body_limit: Optional[int], clock: IReactorTime
+        self,
+        resource: IResource,
+        body_limit: Optional[int],
+        clock: IReactorTime,
+        trust_proxy: TrustProxy = TrustProxy(),
     ) -> None:
         # Bodies are forwarded as bytes, never parsed into args: that parse
         # costs time and would answer a malformed multipart body with 400
@@ -246,6 +235,8 @@ class GatewaySite(Site):
         )
         self.body_limit = body_limit
         self.clock = clock
+        #: TRUST_PROXY, for L{qeetgw.clientaddr.client_ip}.
+        self.trust_proxy = trust_proxy
         self.channels: Set[GatewayChannel] = set()
         self.in_flight: Set[GatewayRequest] = set()
         self._drained: Optional[Deferred[None]] = None

@@ -12,9 +12,9 @@ from qeetgw.forwarding import (
 )
 
 
-def upstream(client: Headers, ip: str = "203.0.113.9") -> Headers:
+def upstream(client: Headers, ip: str = "203.0.113.9", trusted: bool = False) -> Headers:
     return upstream_request_headers(
-        client, client_ip=ip, proto=b"http", correlation_id="req-1"
+        client, peer_ip=ip, proto=b"http", correlation_id="req-1", peer_trusted=trusted
     )
 
 
@@ -68,8 +68,20 @@ class UpstreamRequestHeaderTests(SynchronousTestCase):
         self.assertEqual(headers.getRawHeaders(b"x-forwarded-for"), [b"10.0.0.1, 10.0.0.2, 203.0.113.9"])
 
     def test_forwarded_proto_is_ours(self) -> None:
-        headers = upstream(Headers({b"X-Forwarded-Proto": [b"https"]}))
+        headers = upstream(Headers({b"X-Forwarded-Proto": [b"https"], b"X-Forwarded-Host": [b"evil"],
+                                    b"Host": [b"gw"]}))
         self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-host"), [b"gw"])
+
+    def test_trusted_proxy_passes_proto_and_host_on(self) -> None:
+        headers = upstream(
+            Headers({b"X-Forwarded-Proto": [b"https"], b"X-Forwarded-Host": [b"shop.example"], b"Host": [b"gw"]}),
+            trusted=True,
+        )
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"https"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-host"), [b"shop.example"])
+        plain = upstream(Headers({b"Host": [b"gw"]}), trusted=True)
+        self.assertEqual(plain.getRawHeaders(b"x-forwarded-proto"), [b"http"])
 
 
 class ClientResponseHeaderTests(SynchronousTestCase):
