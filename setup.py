@@ -22,7 +22,8 @@ setup(
         "twisted[tls]>=24.7.0",
         "treq>=24.9.1",
         "klein>=24.8.0",
-        "pyjwt>=2.9.0",
+        # 2.13: crit header validation (CVE-2026-32597) and the b64=false fix
+        "pyjwt>=2.13.0",
         "service-identity>=24.1.0",
         "pyopenssl>=24.2.1",
         "incremental>=24.7.2",

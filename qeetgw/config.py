@@ -10,6 +10,8 @@ This module imports nothing of qeetgw's, so every other module may use it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
@@ -70,6 +72,88 @@ class ServiceConfig:
     url_variable: str
 
 
+#: SPEC.md's public paths: the gateway's own endpoints, and the four
+#: auth-service endpoints that take no access token (logout takes the
+#: refresh token in its body).
+DEFAULT_PUBLIC_PATHS: Tuple[str, ...] = (
+    "/health",
+    "/health/services",
+    "/info",
+    "/api/v1/auth/register",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh-token",
+    "/api/v1/auth/logout",
+)
+
+#: The JWT algorithms keyed by a shared secret: only ever verified with
+#: JWT_SECRET's key.
+HMAC_ALGORITHMS: Tuple[str, ...] = ("HS256", "HS384", "HS512")
+
+#: The JWT algorithms keyed by a public key: only ever verified with a key
+#: from JWT_JWKS_URL.  Keeping the two families apart is what prevents key
+#: confusion (a public key used as an HMAC secret, or the reverse).
+ASYMMETRIC_ALGORITHMS: Tuple[str, ...] = (
+    "RS256", "RS384", "RS512",
+    "PS256", "PS384", "PS512",
+    "ES256", "ES256K", "ES384", "ES512",
+    "EdDSA",
+)
+
+#: The shortest HMAC key jjwt accepts (256 bits, RFC 7518 section 3.2).
+MINIMUM_HMAC_KEY_BYTES = 32
+
+#: The shortest key each HMAC algorithm may be used with: the size of its
+#: hash (RFC 7518 section 3.2), which jjwt enforces when signing and parsing.
+HMAC_KEY_BYTES: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
+
+
+def strict_base64(text: str) -> Optional[bytes]:
+    """
+    The bytes C{text} encodes when it is strictly valid base64 in the
+    standard alphabet (RFC 4648 section 4: C{A-Z a-z 0-9 + /}, padded with
+    C{=} to a multiple of 4 characters, nothing else, not even whitespace);
+    L{None} otherwise.
+
+    The URL-safe alphabet (C{-} and C{_}) is deliberately not base64 here:
+    jjwt's C{Decoders.BASE64}, which the auth-service uses, refuses those
+    characters, so such a secret is used as text on both sides.
+    """
+    if len(text) % 4 or not _BASE64_ALPHABET.match(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def derive_hmac_key(secret: str, encoding: str = "auto") -> bytes:
+    """
+    The HMAC key the auth-service derives from C{secret}: with C{"auto"},
+    its base64 decoding when it is strictly valid base64 (see
+    L{strict_base64}), else its UTF-8 bytes; C{"base64"} always decodes,
+    C{"raw"} never does.
+
+    @raise ValueError: when C{encoding} is C{"base64"} and C{secret} is not
+        strictly valid base64 (the message never includes the secret), or
+        when C{encoding} is none of the three.
+    """
+    if encoding not in ("auto", "base64", "raw"):
+        raise ValueError(f"unknown secret encoding {encoding!r}")
+    if encoding == "raw":
+        return secret.encode("utf-8")
+    decoded = strict_base64(secret)
+    if decoded is not None:
+        return decoded
+    if encoding == "base64":
+        raise ValueError(
+            "is not valid base64 (JWT_SECRET_ENCODING=base64 needs the standard "
+            "alphabet A-Z a-z 0-9 + / padded with = to a multiple of 4 characters)"
+        )
+    return secret.encode("utf-8")
+
+
 @attrs.frozen
 class Config:
     """
@@ -85,10 +169,35 @@ class Config:
     trust_proxy: TrustProxy = TrustProxy()
     cors_origins: Tuple[str, ...] = ("http://localhost:3000", "http://localhost:3001")
     cors_credentials: bool = False
+    #: CORS_MAX_AGE: seconds a browser may cache a preflight's answer.
+    cors_max_age: int = 600
+    #: CORS_METHODS: the methods a preflight allows, upper case.
+    cors_methods: Tuple[str, ...] = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE")
     require_auth: bool = True
+    #: PUBLIC_PATHS: paths no token is asked for, without a trailing slash.
+    public_paths: Tuple[str, ...] = DEFAULT_PUBLIC_PATHS
     jwt_secret: Optional[str] = None
+    #: JWT_SECRET_ENCODING: how JWT_SECRET becomes the HMAC key; see
+    #: L{derive_hmac_key}.
+    jwt_secret_encoding: Literal["auto", "base64", "raw"] = "auto"
     jwt_issuer: str = "http://localhost:4001"
     jwt_audience: Optional[str] = None
+    #: JWT_ALGORITHMS: the token algorithms accepted, canonical spelling;
+    #: never C{none}.
+    jwt_algorithms: Tuple[str, ...] = ("HS256", "HS384", "HS512")
+    #: JWT_LEEWAY_S: clock skew tolerated on exp, nbf and iat, in seconds.
+    jwt_leeway_s: float = 0.0
+    #: JWT_TOKEN_TYPE_CLAIM / JWT_TOKEN_TYPE: a token whose claim of that name
+    #: is present must have this value (refresh tokens are refused).
+    jwt_token_type_claim: str = "tokenType"
+    jwt_token_type: str = "access"
+    #: JWT_JWKS_URL: where the asymmetric verification keys are published.
+    jwt_jwks_url: Optional[str] = None
+    #: JWT_JWKS_REFRESH_MS: the shortest time between two JWKS fetches that a
+    #: token with an unknown key id may cause.
+    jwt_jwks_refresh_ms: int = 60000
+    #: JWT_CACHE_SIZE: verified tokens remembered until they expire; 0 is off.
+    jwt_cache_size: int = 10000
     rate_limit_window_ms: int = 60000
     rate_limit_max: int = 1000
     rate_limit_message: str = "Too many requests from this IP, please try again later."
@@ -119,6 +228,18 @@ class Config:
             if service.name == name:
                 return service
         raise KeyError(name)
+
+    def hmac_key(self) -> Optional[bytes]:
+        """
+        The HMAC key JWT_SECRET stands for (see L{derive_hmac_key}), or
+        L{None} when no secret is set.
+
+        @raise ValueError: when JWT_SECRET_ENCODING=base64 and the secret is
+            not base64 (L{load_config} refuses that configuration).
+        """
+        if self.jwt_secret is None:
+            return None
+        return derive_hmac_key(self.jwt_secret, self.jwt_secret_encoding)
 
 
 # ---------------------------------------------------------------------------
@@ -570,6 +691,152 @@ def _ca_file(text: str) -> Optional[str]:
     return os.path.abspath(path)
 
 
+def _comma_list(text: str) -> List[str]:
+    """
+    The trimmed, non-empty entries of a comma list, duplicates dropped.
+    """
+    items: List[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if item and item not in items:
+            items.append(item)
+    return items
+
+
+_ALGORITHMS_BY_UPPER: Mapping[str, str] = {
+    name.upper(): name for name in HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS
+}
+
+
+def _jwt_algorithms(text: str) -> Tuple[str, ...]:
+    """
+    A comma list of JWT algorithm names (any case; kept in their canonical
+    spelling).  C{none} is refused outright: an unsigned token must never be
+    accepted, whatever the configuration says.
+    """
+    allowed = f"allowed: {', '.join(HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)}"
+    algorithms: List[str] = []
+    for item in _comma_list(text):
+        if item.lower() == "none":
+            raise _Invalid(f"none is never accepted (it means an unsigned token); {allowed}")
+        name = _ALGORITHMS_BY_UPPER.get(item.upper())
+        if name is None:
+            raise _Invalid(f"{item!r} is not a supported JWT algorithm; {allowed}")
+        if name not in algorithms:
+            algorithms.append(name)
+    if not algorithms:
+        raise _Invalid(f"must list at least one algorithm; {allowed}")
+    return tuple(algorithms)
+
+
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+
+#: The largest JWT_LEEWAY_S: leeway is for clock skew between hosts; more
+#: than a few minutes would quietly extend every token's life.
+MAXIMUM_JWT_LEEWAY_S = 300
+
+
+def _leeway(text: str) -> float:
+    """
+    A number of seconds from 0 to L{MAXIMUM_JWT_LEEWAY_S}, whole or
+    decimal (C{0}, C{5}, C{1.5}).
+    """
+    value = text.strip()
+    if not _SECONDS.match(value) or float(value) > MAXIMUM_JWT_LEEWAY_S:
+        raise _Invalid(
+            f"must be a number of seconds from 0 to {MAXIMUM_JWT_LEEWAY_S} (such as 0, 5 or 1.5)"
+        )
+    return float(value)
+
+
+def _jwks_url(text: str) -> Optional[str]:
+    """
+    The JWKS URL: http or https, a host, an optional port, path and query;
+    no user info or fragment.  Blank means unset.
+    """
+    url = text.strip()
+    if not url:
+        return None
+    allowed = "must be an http:// or https:// URL with a host, and no user info or fragment"
+    if _has_control_or_space(url) or "#" in url:
+        raise _Invalid(allowed)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise _Invalid(allowed)
+    host = parts.hostname
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or "@" in parts.netloc
+        or not host
+        or not _is_host(host)
+        or port == 0
+    ):
+        raise _Invalid(allowed)
+    return url
+
+
+# RFC 3986 pchar without percent-encoding: a public path is written as the
+# decoded path it matches, so "%" would only be ambiguous.
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+\Z")
+
+
+def _public_path(item: str) -> str:
+    """
+    One public path: C{/} then segments that are neither empty, C{.} nor
+    C{..}, without a trailing slash (C{/a/} means C{/a}).
+    """
+    bad = _Invalid(
+        f"{item!r} is not a public path; each entry must start with / and have "
+        "segments of letters, digits and -._~!$&'()*+,;=:@ that are not empty, . or .. "
+        "(such as /api/v1/auth/login)"
+    )
+    if not item.startswith("/"):
+        raise bad
+    trimmed = item[:-1] if item.endswith("/") else item
+    segments = trimmed.split("/")[1:]
+    if not trimmed:
+        raise _Invalid(f"{item!r} would make every path public; set REQUIRE_AUTH=false instead")
+    for segment in segments:
+        if segment in (".", "..") or not _PATH_SEGMENT.match(segment):
+            raise bad
+    return trimmed
+
+
+def _public_paths(text: str) -> Tuple[str, ...]:
+    """
+    A comma list of public paths (see L{_public_path}); empty entries and
+    duplicates dropped.  An empty list makes no path public.
+    """
+    paths: List[str] = []
+    for item in _comma_list(text):
+        path = _public_path(item)
+        if path not in paths:
+            paths.append(path)
+    return tuple(paths)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+
+def _methods(text: str) -> Tuple[str, ...]:
+    """
+    A comma list of HTTP methods, upper-cased: browsers compare a preflight's
+    method case-sensitively and upper-case only some (not PATCH), so
+    C{patch} would silently never match.
+    """
+    methods: List[str] = []
+    for item in _comma_list(text):
+        if not _TOKEN.match(item):
+            raise _Invalid(f"{item!r} is not an HTTP method; must be a comma list such as GET,POST")
+        method = item.upper()
+        if method not in methods:
+            methods.append(method)
+    if not methods:
+        raise _Invalid("must list at least one method, such as GET,POST")
+    return tuple(methods)
+
+
 # -- the variables ----------------------------------------------------------
 
 #: The six services: name, client prefix, upstream prefix, default URL,
@@ -645,13 +912,31 @@ VARIABLES: Tuple[Variable, ...] = (
         "Send Access-Control-Allow-Credentials: true (true/false)",
     ),
     Variable(
+        "CORS_MAX_AGE", "600", _whole_number(0), "cors_max_age",
+        "Seconds a browser may cache a preflight's answer (Access-Control-Max-Age)",
+    ),
+    Variable(
+        "CORS_METHODS", "GET,HEAD,PUT,PATCH,POST,DELETE", _methods, "cors_methods",
+        "Comma list of methods a preflight allows (Access-Control-Allow-Methods)",
+    ),
+    Variable(
         "REQUIRE_AUTH", "true", _boolean, "require_auth",
         "Enforce JWT on /api/*, public paths aside (true/false)",
     ),
     Variable(
+        "PUBLIC_PATHS", ",".join(DEFAULT_PUBLIC_PATHS), _public_paths, "public_paths",
+        "Comma list of paths that need no token, matched on whole segments",
+    ),
+    Variable(
         "JWT_SECRET", None, _secret, "jwt_secret",
-        "HMAC key shared with the auth-service; required when REQUIRE_AUTH=true "
-        "(prefer the environment: options show in ps)",
+        "HMAC key shared with the auth-service, at least 32 bytes; required when "
+        "REQUIRE_AUTH=true unless JWT_JWKS_URL is set (prefer the environment: "
+        "options show in ps)",
+    ),
+    Variable(
+        "JWT_SECRET_ENCODING", "auto", _choice("auto", "base64", "raw"), "jwt_secret_encoding",
+        "How JWT_SECRET becomes the key: auto (base64-decoded when it is strictly valid "
+        "base64, else its UTF-8 bytes, as the auth-service does), base64 or raw",
     ),
     Variable(
         "JWT_ISSUER", "http://localhost:4001", _required_text, "jwt_issuer",
@@ -660,6 +945,36 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "JWT_AUDIENCE", None, _optional_text, "jwt_audience",
         "When set, the aud claim must contain it",
+    ),
+    Variable(
+        "JWT_ALGORITHMS", ",".join(HMAC_ALGORITHMS), _jwt_algorithms, "jwt_algorithms",
+        "Comma list of accepted token algorithms; HS* use JWT_SECRET, RS*/PS*/ES*/EdDSA "
+        "use JWT_JWKS_URL; none is never accepted",
+    ),
+    Variable(
+        "JWT_LEEWAY_S", "0", _leeway, "jwt_leeway_s",
+        f"Clock skew tolerated on exp, nbf and iat, in seconds (0 to {MAXIMUM_JWT_LEEWAY_S})",
+    ),
+    Variable(
+        "JWT_TOKEN_TYPE_CLAIM", "tokenType", _required_text, "jwt_token_type_claim",
+        "Claim naming the token's type; a token that has it must have JWT_TOKEN_TYPE",
+    ),
+    Variable(
+        "JWT_TOKEN_TYPE", "access", _required_text, "jwt_token_type",
+        "The only token type accepted (refresh tokens are refused)",
+    ),
+    Variable(
+        "JWT_JWKS_URL", None, _jwks_url, "jwt_jwks_url",
+        "URL of a JSON Web Key Set with the auth-service's public keys, for "
+        "RS*/PS*/ES*/EdDSA tokens",
+    ),
+    Variable(
+        "JWT_JWKS_REFRESH_MS", "60000", _whole_number(1000), "jwt_jwks_refresh_ms",
+        "Shortest time between two JWKS fetches caused by unknown key ids, in milliseconds",
+    ),
+    Variable(
+        "JWT_CACHE_SIZE", "10000", _whole_number(0), "jwt_cache_size",
+        "Verified tokens remembered until they expire (0 turns the cache off)",
     ),
     Variable(
         "RATE_LIMIT_WINDOW_MS", "60000", _whole_number(1), "rate_limit_window_ms",
@@ -816,6 +1131,95 @@ def _services(values: Mapping[str, Any]) -> Tuple[ServiceConfig, ...]:
     return tuple(services)
 
 
+def _check_jwt(
+    values: Mapping[str, Any], given: Mapping[str, Tuple[str, str]], problems: List[str]
+) -> None:
+    """
+    The checks that span the JWT variables: a key source when REQUIRE_AUTH
+    needs one, a key the auth-service could sign with, and algorithms that
+    match the key sources.  A problem line never shows a set secret.
+    """
+    secret = values.get("JWT_SECRET")
+    if values.get("REQUIRE_AUTH") is True and secret is None and values.get("JWT_JWKS_URL") is None:
+        # Only reached for an unset or blank secret, so echoing it leaks nothing.
+        given_secret = given.get("JWT_SECRET")
+        shown = (
+            "JWT_SECRET is not set" if given_secret is None else f"JWT_SECRET={given_secret[1]!r}"
+        )
+        problems.append(
+            f"{shown}: must be the auth-service's secret when REQUIRE_AUTH=true "
+            "(set REQUIRE_AUTH=false only for development)"
+        )
+    key = _check_hmac_key(secret, values.get("JWT_SECRET_ENCODING"), problems)
+    _check_jwt_algorithms(values, given, key, problems)
+
+
+def _check_hmac_key(
+    secret: Optional[str], encoding: Optional[str], problems: List[str]
+) -> Optional[bytes]:
+    """
+    The HMAC key of a set C{secret}, when the auth-service could use it;
+    else L{None}, with a problem line when it is set but unusable.
+    """
+    if secret is None or encoding is None:
+        return None  # Unset, or JWT_SECRET_ENCODING has its own line.
+    try:
+        key = derive_hmac_key(secret, encoding)
+    except ValueError as error:
+        problems.append(f"JWT_SECRET: {error}")
+        return None
+    if len(key) < MINIMUM_HMAC_KEY_BYTES:
+        decoded = encoding == "base64" or (
+            encoding == "auto" and strict_base64(secret) is not None
+        )
+        how = "after base64 decoding" if decoded else "(its UTF-8 text, not base64)"
+        problems.append(
+            f"JWT_SECRET: the key is {len(key)} bytes {how}; the auth-service "
+            f"(jjwt) needs at least {MINIMUM_HMAC_KEY_BYTES}"
+        )
+        return None
+    return key
+
+
+def _check_jwt_algorithms(
+    values: Mapping[str, Any],
+    given: Mapping[str, Tuple[str, str]],
+    key: Optional[bytes],
+    problems: List[str],
+) -> None:
+    """
+    Each algorithm family listed needs its key source, and the JWKS needs
+    an algorithm: otherwise the setting silently refuses every token.
+    """
+    algorithms = values.get("JWT_ALGORITHMS")
+    if algorithms is None:
+        return  # Already a problem line.
+    jwks_url = values.get("JWT_JWKS_URL")
+    # The default algorithms fit any usable key and list no asymmetric
+    # one, so a line about them is always about a given value.
+    spelled = given.get("JWT_ALGORITHMS", ("", ",".join(algorithms)))[1]
+    hmac_algorithms = [name for name in algorithms if name in HMAC_ALGORITHMS]
+    if key is not None and hmac_algorithms and all(
+        len(key) < HMAC_KEY_BYTES[name] for name in hmac_algorithms
+    ):
+        problems.append(
+            f"JWT_ALGORITHMS={spelled!r}: the JWT_SECRET key is {len(key)} bytes, too short "
+            f"for {', '.join(hmac_algorithms)} (HS256 needs 32 bytes, HS384 48, HS512 64)"
+        )
+    asymmetric = [name for name in algorithms if name in ASYMMETRIC_ALGORITHMS]
+    if asymmetric and jwks_url is None:
+        problems.append(
+            f"JWT_ALGORITHMS={spelled!r}: {', '.join(asymmetric)} "
+            f"{'needs' if len(asymmetric) == 1 else 'need'} JWT_JWKS_URL "
+            "(public keys come only from a JWKS)"
+        )
+    if jwks_url is not None and not asymmetric:
+        problems.append(
+            f"JWT_JWKS_URL={jwks_url!r}: JWT_ALGORITHMS lists no asymmetric algorithm "
+            "(RS256, ES256, ...), so no key of the JWKS would ever be used"
+        )
+
+
 def load_config(
     environ: Mapping[str, str],
     dotenv: Mapping[str, str] = _EMPTY,
@@ -847,14 +1251,7 @@ def load_config(
     given = _given(environ, dotenv, overrides)
     values = _parse_all(given, problems)
     listen = _listen(values, overrides, problems)
-    if values.get("REQUIRE_AUTH") is True and values.get("JWT_SECRET") is None:
-        # Only reached for an unset or blank secret, so echoing it leaks nothing.
-        secret = given.get("JWT_SECRET")
-        shown = "JWT_SECRET is not set" if secret is None else f"JWT_SECRET={secret[1]!r}"
-        problems.append(
-            f"{shown}: must be the auth-service's secret when REQUIRE_AUTH=true "
-            "(set REQUIRE_AUTH=false only for development)"
-        )
+    _check_jwt(values, given, problems)
     if problems:
         raise ConfigError(problems)
 

@@ -35,6 +35,8 @@ class GatewayService(Service):
     @param observer: when given, the log observer twistd is to use (set as
         the application's L{ILogObserver} component, the documented hook).
     @param reactor: the reactor to listen with.
+    @param verifier: the token verifier, started and stopped with the
+        service (it may fetch JWKS keys in the background).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class GatewayService(Service):
         grace: float,
         observer: Optional[ILogObserver] = None,
         reactor: Any = None,
+        verifier: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -57,6 +60,7 @@ class GatewayService(Service):
         self._pool = pool
         self._grace = grace
         self._observer = observer
+        self._verifier = verifier
         self.port: Optional[IListeningPort] = None
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
@@ -74,6 +78,8 @@ class GatewayService(Service):
         that cannot take connections must not look alive.
         """
         super().startService()
+        if self._verifier is not None:
+            self._verifier.start()
         listening = self._endpoint.listen(self.site)
 
         def listened(port: IListeningPort) -> IListeningPort:
@@ -114,6 +120,8 @@ class GatewayService(Service):
         if self.port is not None:
             yield self.port.stopListening()
         yield self.site.drain(self._grace)
+        if self._verifier is not None:
+            self._verifier.stop()
         if self._pool is not None:
             yield self._pool.closeCachedConnections()
         # twistd re-raises the SIGTERM/SIGINT that stopped it once the reactor

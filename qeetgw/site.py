@@ -2,30 +2,40 @@
 Builds the gateway's whole resource tree from a L{Config}: the one place the
 chain of concerns is visible.
 
-    GatewaySite (body limit, correlation id, access log, JSON 500s)
-      GatewayRoot: checks the raw request target once, then
-        /api/...  -> ReverseProxyResource (routes, forwarding)
-        otherwise -> the Klein app (/health, /health/services, /info, JSON 404)
+    GatewaySite            body limit, correlation id, access log, JSON 500s
+      SecurityHeaders      helmet's headers on every response
+        CORS               CORS headers; preflights answered here
+          GatewayRoot      413 for a refused body; 400 for an unreadable
+                           target; then by the raw path:
+            /api/...         JWTGuard -> ReverseProxyResource
+            everything else  the Klein app: /health, /health/services, /info
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
 from qeetgw import __version__
 from qeetgw.app import GatewayApp
+from qeetgw.auth import TokenVerifier
+from qeetgw.authguard import JWTGuard
 from qeetgw.config import Config
+from qeetgw.cors import CORS, CORSPolicy
+from qeetgw.headers import SecurityHeaders
 from qeetgw.health import HealthChecker, make_probe_client
 from qeetgw.proxy import ReverseProxyResource
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite
 from qeetgw.tls import upstream_tls_policy
+
+log = Logger()
 
 
 @attrs.frozen
@@ -37,6 +47,18 @@ class Upstreams:
     pool: HTTPConnectionPool
     agent: IAgent
     tls_policy: IPolicyForHTTPS
+
+
+@attrs.frozen
+class Gateway:
+    """
+    What L{build_site} builds: the site, and the parts with a lifetime of
+    their own (the upstream pool to close, the token verifier to start).
+    """
+
+    site: GatewaySite
+    upstreams: Upstreams
+    verifier: TokenVerifier
 
 
 def make_upstreams(config: Config, reactor: Any) -> Upstreams:
@@ -56,35 +78,71 @@ def make_upstreams(config: Config, reactor: Any) -> Upstreams:
     return Upstreams(pool=pool, agent=agent, tls_policy=tls_policy)
 
 
+def cors_policy(config: Config) -> CORSPolicy:
+    """
+    The CORS policy of C{config}; C{*} turns credentials off.
+    """
+    any_origin = "*" in config.cors_origins
+    return CORSPolicy(
+        origins=("*",) if any_origin else config.cors_origins,
+        credentials=config.cors_credentials and not any_origin,
+        methods=config.cors_methods,
+        max_age=config.cors_max_age,
+    )
+
+
+def startup_warnings(config: Config) -> List[str]:
+    """
+    What an operator should hear about C{config} at start-up.
+    """
+    warnings = []
+    if config.trust_proxy.mode == "all":
+        warnings.append(
+            "TRUST_PROXY=true believes the leftmost X-Forwarded-For entry, which any "
+            "client can forge unless the ingress overwrites the header; prefer a hop "
+            "count or the proxies' CIDRs"
+        )
+    if "*" in config.cors_origins and config.cors_credentials:
+        warnings.append("CORS_ORIGINS=* allows any origin, so CORS_CREDENTIALS is turned off")
+    if not config.require_auth:
+        warnings.append("REQUIRE_AUTH=false: requests without a token reach the services")
+    return warnings
+
+
 def build_site(
     config: Config,
     reactor: Any,
     upstreams: Optional[Upstreams] = None,
     clock: Optional[IReactorTime] = None,
-) -> Tuple[GatewaySite, Upstreams]:
+) -> Gateway:
     """
-    The gateway's L{GatewaySite} for C{config}, and the upstream pool it
-    uses (for the service to close on shutdown).
+    The gateway for C{config}.
 
     @param reactor: the reactor connections are made with.
     @param upstreams: the pool and agent to use; made from C{config} when
         not given (tests pass an in-memory agent).
-    @param clock: the clock for timeouts and durations; C{reactor} when not
-        given.
+    @param clock: the clock for timeouts, token times and durations;
+        C{reactor} when not given.
     """
     clock = clock if clock is not None else reactor
     if upstreams is None:
         upstreams = make_upstreams(config, reactor)
-    timeout = config.proxy_timeout_ms / 1000
+    probe_client = make_probe_client(reactor, upstreams.pool, upstreams.tls_policy)
+    verifier = TokenVerifier(config, clock, probe_client)
     proxy = ReverseProxyResource(
-        RouteTable.from_services(config.services), upstreams.agent, clock, timeout
-    )
-    health = HealthChecker(
-        config.services,
-        make_probe_client(reactor, upstreams.pool, upstreams.tls_policy),
+        RouteTable.from_services(config.services),
+        upstreams.agent,
         clock,
-        config.proxy_timeout_ms,
+        config.proxy_timeout_ms / 1000,
     )
+    api = JWTGuard(proxy, verifier, config.require_auth, config.public_paths)
+    health = HealthChecker(config.services, probe_client, clock, config.proxy_timeout_ms)
     own = GatewayApp(config, health, clock, __version__.public()).resource()
-    root = GatewayRoot(api=proxy, own=own)
-    return GatewaySite(root, body_limit=config.body_limit, clock=clock), upstreams
+    tree = SecurityHeaders(CORS(GatewayRoot(api=api, own=own), cors_policy(config)))
+    for warning in startup_warnings(config):
+        # (not "warning": twisted.logger reads that field as a Python warning)
+        log.warn("configuration: {advice}", advice=warning)
+    site = GatewaySite(
+        tree, body_limit=config.body_limit, clock=clock, trust_proxy=config.trust_proxy
+    )
+    return Gateway(site=site, upstreams=upstreams, verifier=verifier)

@@ -116,14 +116,15 @@ def makeService(options: Options) -> GatewayService:
 
     config = options.config
     assert config is not None, "postOptions builds the configuration"
-    site, upstreams = build_site(config, reactor)
+    gateway = build_site(config, reactor)
     return GatewayService(
         config.listen,
-        site,
-        upstreams.pool,
+        gateway.site,
+        gateway.upstreams.pool,
         grace=config.shutdown_grace_ms / 1000,
         # JSON lines replace twistd's text observer; text keeps twistd's own
         # (stdout with --nodaemon, twistd.log otherwise).
         observer=observer_for("json") if config.log_format == "json" else None,
         reactor=reactor,
+        verifier=gateway.verifier,
     )

@@ -5,6 +5,7 @@ messages and precedence, and the C{.env} reader.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 from ipaddress import ip_network
@@ -32,6 +33,10 @@ from qeetgw.config import (
 #: An environment that passes the one cross-variable check (REQUIRE_AUTH
 #: needs a secret), so a test sees only the problems it provokes.
 NO_AUTH: Mapping[str, str] = {"REQUIRE_AUTH": "false"}
+
+#: A secret the auth-service could use: 37 bytes of text (the "-" keep it
+#: from being base64, which would decode to fewer bytes).
+SECRET = "test-secret-that-is-at-least-32-bytes"
 
 
 def problems_of(
@@ -90,15 +95,30 @@ class DefaultsTests(SynchronousTestCase):
     """
 
     def test_defaults_equal_spec(self) -> None:
-        config = load_config({"JWT_SECRET": "s" * 32})
+        config = load_config({"JWT_SECRET": SECRET})
         self.assertEqual(config.listen, "tcp:4000:interface=0.0.0.0")
         self.assertEqual(config.trust_proxy, TrustProxy(mode="none"))
         self.assertEqual(config.cors_origins, ("http://localhost:3000", "http://localhost:3001"))
         self.assertIs(config.cors_credentials, False)
         self.assertIs(config.require_auth, True)
-        self.assertEqual(config.jwt_secret, "s" * 32)
+        self.assertEqual(config.jwt_secret, SECRET)
+        self.assertEqual(config.jwt_secret_encoding, "auto")
         self.assertEqual(config.jwt_issuer, "http://localhost:4001")
         self.assertIsNone(config.jwt_audience)
+        self.assertEqual(config.jwt_algorithms, ("HS256", "HS384", "HS512"))
+        self.assertEqual(config.jwt_leeway_s, 0)
+        self.assertEqual(config.jwt_token_type_claim, "tokenType")
+        self.assertEqual(config.jwt_token_type, "access")
+        self.assertIsNone(config.jwt_jwks_url)
+        self.assertEqual(config.jwt_jwks_refresh_ms, 60000)
+        self.assertEqual(config.jwt_cache_size, 10000)
+        self.assertEqual(
+            config.public_paths,
+            ("/health", "/health/services", "/info", "/api/v1/auth/register",
+             "/api/v1/auth/login", "/api/v1/auth/refresh-token", "/api/v1/auth/logout"),
+        )
+        self.assertEqual(config.cors_max_age, 600)
+        self.assertEqual(config.cors_methods, ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"))
         self.assertEqual(config.rate_limit_window_ms, 60000)
         self.assertEqual(config.rate_limit_max, 1000)
         self.assertEqual(
@@ -137,8 +157,8 @@ class DefaultsTests(SynchronousTestCase):
         The table's defaults and L{Config}'s own agree, so a L{Config()}
         built in a test means the same as an empty environment.
         """
-        loaded = load_config({"JWT_SECRET": "s"})
-        expected = attrs.evolve(Config(), jwt_secret="s", services=loaded.services)
+        loaded = load_config({"JWT_SECRET": SECRET})
+        expected = attrs.evolve(Config(), jwt_secret=SECRET, services=loaded.services)
         self.assertEqual(loaded, expected)
 
     def test_service_named(self) -> None:
@@ -197,9 +217,20 @@ class ParsingTests(SynchronousTestCase):
             "CORS_ORIGINS": "https://shop.example",
             "CORS_CREDENTIALS": "true",
             "REQUIRE_AUTH": "true",
-            "JWT_SECRET": "secret",
+            "CORS_MAX_AGE": "60",
+            "CORS_METHODS": "GET,POST",
+            "PUBLIC_PATHS": "/health,/api/v1/auth/login",
+            "JWT_SECRET": SECRET,
+            "JWT_SECRET_ENCODING": "raw",
             "JWT_ISSUER": "https://auth.example",
             "JWT_AUDIENCE": "qeetmart",
+            "JWT_ALGORITHMS": "HS256,RS256",
+            "JWT_LEEWAY_S": "2.5",
+            "JWT_TOKEN_TYPE_CLAIM": "typ",
+            "JWT_TOKEN_TYPE": "at",
+            "JWT_JWKS_URL": "https://auth.example/.well-known/jwks.json",
+            "JWT_JWKS_REFRESH_MS": "30000",
+            "JWT_CACHE_SIZE": "5",
             "RATE_LIMIT_WINDOW_MS": "1000",
             "RATE_LIMIT_MAX": "5",
             "RATE_LIMIT_MESSAGE": "Slow down",
@@ -231,10 +262,21 @@ class ParsingTests(SynchronousTestCase):
                 trust_proxy=TrustProxy(mode="hops", hops=2),
                 cors_origins=("https://shop.example",),
                 cors_credentials=True,
+                cors_max_age=60,
+                cors_methods=("GET", "POST"),
                 require_auth=True,
-                jwt_secret="secret",
+                public_paths=("/health", "/api/v1/auth/login"),
+                jwt_secret=SECRET,
+                jwt_secret_encoding="raw",
                 jwt_issuer="https://auth.example",
                 jwt_audience="qeetmart",
+                jwt_algorithms=("HS256", "RS256"),
+                jwt_leeway_s=2.5,
+                jwt_token_type_claim="typ",
+                jwt_token_type="at",
+                jwt_jwks_url="https://auth.example/.well-known/jwks.json",
+                jwt_jwks_refresh_ms=30000,
+                jwt_cache_size=5,
                 rate_limit_window_ms=1000,
                 rate_limit_max=5,
                 rate_limit_message="Slow down",
@@ -271,7 +313,8 @@ class ParsingTests(SynchronousTestCase):
         """
         The secret must equal the auth-service's, so nothing is trimmed.
         """
-        self.assertEqual(load_config({"JWT_SECRET": " s3cret\n"}).jwt_secret, " s3cret\n")
+        secret = f" {SECRET}\n"
+        self.assertEqual(load_config({"JWT_SECRET": secret}).jwt_secret, secret)
 
     def test_blank_optional_values_mean_unset(self) -> None:
         config = load_config(
@@ -317,6 +360,19 @@ class ProblemLineTests(SynchronousTestCase):
     )
     ORIGIN_ALLOWED = "each entry must be scheme://host[:port] (no path) or *"
     AT_LEAST_1 = "must be a whole number of at least 1"
+    ALGORITHMS_ALLOWED = (
+        "allowed: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, "
+        "ES256, ES256K, ES384, ES512, EdDSA"
+    )
+    NONE_REFUSED = "none is never accepted (it means an unsigned token)"
+    LEEWAY_ALLOWED = "must be a number of seconds from 0 to 300 (such as 0, 5 or 1.5)"
+    JWKS_ALLOWED = (
+        "must be an http:// or https:// URL with a host, and no user info or fragment"
+    )
+    PATH_ALLOWED = (
+        "each entry must start with / and have segments of letters, digits and "
+        "-._~!$&'()*+,;=:@ that are not empty, . or .. (such as /api/v1/auth/login)"
+    )
 
     #: (variable, value given, what the line says is allowed).
     CASES: List[Tuple[str, str, str]] = [
@@ -354,6 +410,35 @@ class ProblemLineTests(SynchronousTestCase):
         ("UPSTREAM_KEEPALIVE_TIMEOUT_MS", "x", AT_LEAST_1),
         ("LOG_FORMAT", "xml", "must be one of: text, json"),
         ("SHUTDOWN_GRACE_MS", "-5", "must be a whole number of at least 0"),
+        ("CORS_MAX_AGE", "-1", "must be a whole number of at least 0"),
+        ("CORS_MAX_AGE", "10m", "must be a whole number of at least 0"),
+        ("CORS_METHODS", "GET,PO ST",
+         "'PO ST' is not an HTTP method; must be a comma list such as GET,POST"),
+        ("CORS_METHODS", " , ", "must list at least one method, such as GET,POST"),
+        ("JWT_SECRET_ENCODING", "hex", "must be one of: auto, base64, raw"),
+        ("JWT_ALGORITHMS", "HS256,none", f"{NONE_REFUSED}; {ALGORITHMS_ALLOWED}"),
+        ("JWT_ALGORITHMS", "NONE", f"{NONE_REFUSED}; {ALGORITHMS_ALLOWED}"),
+        ("JWT_ALGORITHMS", "HS257",
+         f"'HS257' is not a supported JWT algorithm; {ALGORITHMS_ALLOWED}"),
+        ("JWT_ALGORITHMS", "ES521",
+         f"'ES521' is not a supported JWT algorithm; {ALGORITHMS_ALLOWED}"),
+        ("JWT_ALGORITHMS", ",", f"must list at least one algorithm; {ALGORITHMS_ALLOWED}"),
+        ("JWT_LEEWAY_S", "-1", LEEWAY_ALLOWED),
+        ("JWT_LEEWAY_S", "301", LEEWAY_ALLOWED),
+        ("JWT_LEEWAY_S", "1e2", LEEWAY_ALLOWED),
+        ("JWT_LEEWAY_S", "5s", LEEWAY_ALLOWED),
+        ("JWT_LEEWAY_S", "", LEEWAY_ALLOWED),
+        ("JWT_TOKEN_TYPE_CLAIM", " ", "must not be empty"),
+        ("JWT_TOKEN_TYPE", "", "must not be empty"),
+        ("JWT_JWKS_URL", "ftp://auth/jwks", JWKS_ALLOWED),
+        ("JWT_JWKS_URL", "https://user:pw@auth/jwks", JWKS_ALLOWED),
+        ("JWT_JWKS_URL", "https://auth/jwks#keys", JWKS_ALLOWED),
+        ("JWT_JWKS_URL", "https:///jwks", JWKS_ALLOWED),
+        ("JWT_JWKS_URL", "/jwks", JWKS_ALLOWED),
+        ("JWT_JWKS_REFRESH_MS", "999", "must be a whole number of at least 1000"),
+        ("JWT_CACHE_SIZE", "-1", "must be a whole number of at least 0"),
+        ("PUBLIC_PATHS", "/health,info", f"'info' is not a public path; {PATH_ALLOWED}"),
+        ("PUBLIC_PATHS", "/", "'/' would make every path public; set REQUIRE_AUTH=false instead"),
     ]
 
     def test_each_bad_value_gives_its_one_line(self) -> None:
@@ -478,7 +563,7 @@ class RequireAuthTests(SynchronousTestCase):
         self.assertEqual(problems_of({"JWT_SECRET": "  "}), [f"JWT_SECRET='  ': {self.LINE}"])
 
     def test_secret_from_dotenv_is_enough(self) -> None:
-        self.assertEqual(load_config({}, {"JWT_SECRET": "k"}).jwt_secret, "k")
+        self.assertEqual(load_config({}, {"JWT_SECRET": SECRET}).jwt_secret, SECRET)
 
     def test_no_secret_needed_without_auth(self) -> None:
         self.assertIsNone(load_config({"REQUIRE_AUTH": "false"}).jwt_secret)
@@ -489,8 +574,237 @@ class RequireAuthTests(SynchronousTestCase):
         )
 
     def test_a_set_secret_is_never_echoed(self) -> None:
-        problems = problems_of({"JWT_SECRET": "hunter2-secret", "PORT": "x"})
+        problems = problems_of({"JWT_SECRET": "hunter2-secret-hunter2-secret-hunter2", "PORT": "x"})
         self.assertEqual(problems, ["PORT='x': must be a whole number from 0 to 65535"])
+
+
+class JWTSecretTests(SynchronousTestCase):
+    """
+    JWT_SECRET must give a key the auth-service (jjwt) could sign with: at
+    least 32 bytes once derived, and no problem line ever shows it.
+    """
+
+    def test_short_text_secret(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": "hunter2-short"}),
+            ["JWT_SECRET: the key is 13 bytes (its UTF-8 text, not base64); "
+             "the auth-service (jjwt) needs at least 32"],
+        )
+
+    def test_base64_secret_is_measured_after_decoding(self) -> None:
+        """
+        32 characters of base64 are 24 bytes: the trap the Express gateway's
+        lenient decoding hid.
+        """
+        self.assertEqual(
+            problems_of({"JWT_SECRET": "s" * 32}),
+            ["JWT_SECRET: the key is 24 bytes after base64 decoding; "
+             "the auth-service (jjwt) needs at least 32"],
+        )
+
+    def test_utf8_bytes_are_counted(self) -> None:
+        self.assertEqual(load_config({"JWT_SECRET": "é" * 16}).hmac_key(), "é".encode() * 16)
+
+    def test_32_byte_keys_pass(self) -> None:
+        encoded = base64.b64encode(bytes(range(32))).decode()
+        self.assertEqual(load_config({"JWT_SECRET": encoded}).hmac_key(), bytes(range(32)))
+        self.assertEqual(load_config({"JWT_SECRET": "k-" * 16}).hmac_key(), b"k-" * 16)
+
+    def test_short_secret_refused_without_auth_too(self) -> None:
+        [line] = problems_of({**NO_AUTH, "JWT_SECRET": "short-secret"})
+        self.assertIn("the key is 12 bytes", line)
+
+    def test_problem_lines_never_show_the_secret(self) -> None:
+        for environ in [
+            {"JWT_SECRET": "hunter2-short"},
+            {"JWT_SECRET": "aHVudGVyMg==", "PORT": "x"},
+            {"JWT_SECRET": "hunter2!", "JWT_SECRET_ENCODING": "base64"},
+        ]:
+            text = "\n".join(problems_of(environ))
+            self.assertNotIn(environ["JWT_SECRET"], text)
+            self.assertNotIn("hunter2", text)
+
+    def test_raw_encoding(self) -> None:
+        config = load_config({"JWT_SECRET": "s" * 32, "JWT_SECRET_ENCODING": "raw"})
+        self.assertEqual(config.hmac_key(), b"s" * 32)
+
+    def test_raw_encoding_short(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": "s" * 31, "JWT_SECRET_ENCODING": "RAW"}),
+            ["JWT_SECRET: the key is 31 bytes (its UTF-8 text, not base64); "
+             "the auth-service (jjwt) needs at least 32"],
+        )
+
+    def test_base64_encoding(self) -> None:
+        key = bytes(range(64))
+        config = load_config(
+            {"JWT_SECRET": base64.b64encode(key).decode(), "JWT_SECRET_ENCODING": "base64"}
+        )
+        self.assertEqual(config.hmac_key(), key)
+
+    def test_base64_encoding_refuses_text(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": SECRET, "JWT_SECRET_ENCODING": "base64"}),
+            ["JWT_SECRET: is not valid base64 (JWT_SECRET_ENCODING=base64 needs the standard "
+             "alphabet A-Z a-z 0-9 + / padded with = to a multiple of 4 characters)"],
+        )
+
+    def test_base64_encoding_refuses_url_safe_and_unpadded(self) -> None:
+        for secret in [
+            base64.urlsafe_b64encode(b"\xfb\xff" * 24).decode(),
+            base64.b64encode(bytes(range(40))).decode().rstrip("="),
+        ]:
+            [line] = problems_of({"JWT_SECRET": secret, "JWT_SECRET_ENCODING": "base64"})
+            self.assertIn("is not valid base64", line)
+
+    def test_hmac_key_without_secret(self) -> None:
+        self.assertIsNone(load_config(NO_AUTH).hmac_key())
+
+    def test_bad_encoding_gives_only_its_own_line(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": "short", "JWT_SECRET_ENCODING": "hex"}),
+            ["JWT_SECRET_ENCODING='hex': must be one of: auto, base64, raw"],
+        )
+
+
+class JWTAlgorithmAndJWKSTests(SynchronousTestCase):
+    """
+    JWT_ALGORITHMS and JWT_JWKS_URL: each algorithm family needs its key
+    source, and the JWKS can stand in for the secret.
+    """
+
+    JWKS = "https://auth.example/.well-known/jwks.json"
+
+    def test_names_are_canonical_and_unique(self) -> None:
+        config = load_config({**NO_AUTH, "JWT_JWKS_URL": self.JWKS,
+                              "JWT_ALGORITHMS": " rs256, ES256 ,eddsa,RS256,,hs512"})
+        self.assertEqual(config.jwt_algorithms, ("RS256", "ES256", "EdDSA", "HS512"))
+
+    def test_jwks_replaces_the_secret_for_require_auth(self) -> None:
+        config = load_config({"JWT_JWKS_URL": self.JWKS, "JWT_ALGORITHMS": "RS256"})
+        self.assertEqual((config.jwt_jwks_url, config.jwt_secret), (self.JWKS, None))
+
+    def test_jwks_needs_an_asymmetric_algorithm(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_JWKS_URL": self.JWKS}),
+            [f"JWT_JWKS_URL={self.JWKS!r}: JWT_ALGORITHMS lists no asymmetric algorithm "
+             "(RS256, ES256, ...), so no key of the JWKS would ever be used"],
+        )
+
+    def test_asymmetric_algorithms_need_a_jwks(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": SECRET, "JWT_ALGORITHMS": "HS256,RS256,ES256"}),
+            ["JWT_ALGORITHMS='HS256,RS256,ES256': RS256, ES256 need JWT_JWKS_URL "
+             "(public keys come only from a JWKS)"],
+        )
+        self.assertEqual(
+            problems_of({**NO_AUTH, "JWT_ALGORITHMS": "PS256"}),
+            ["JWT_ALGORITHMS='PS256': PS256 needs JWT_JWKS_URL "
+             "(public keys come only from a JWKS)"],
+        )
+
+    def test_key_too_short_for_every_listed_hmac_algorithm(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_SECRET": SECRET, "JWT_ALGORITHMS": "HS384,HS512"}),
+            ["JWT_ALGORITHMS='HS384,HS512': the JWT_SECRET key is 37 bytes, too short for "
+             "HS384, HS512 (HS256 needs 32 bytes, HS384 48, HS512 64)"],
+        )
+
+    def test_key_long_enough_for_one_listed_hmac_algorithm(self) -> None:
+        config = load_config({"JWT_SECRET": "k-" * 24, "JWT_ALGORITHMS": "HS384,HS512"})
+        self.assertEqual(config.jwt_algorithms, ("HS384", "HS512"))
+
+    def test_secret_and_jwks_together(self) -> None:
+        config = load_config(
+            {"JWT_SECRET": SECRET, "JWT_JWKS_URL": self.JWKS, "JWT_ALGORITHMS": "HS256,RS256"}
+        )
+        self.assertEqual(config.jwt_algorithms, ("HS256", "RS256"))
+
+    def test_no_key_source_at_all(self) -> None:
+        self.assertEqual(
+            problems_of({"JWT_ALGORITHMS": "HS256"}),
+            ["JWT_SECRET is not set: must be the auth-service's secret when REQUIRE_AUTH=true "
+             "(set REQUIRE_AUTH=false only for development)"],
+        )
+
+    def test_jwks_url_forms(self) -> None:
+        for url in [
+            "http://auth-service:4001/.well-known/jwks.json",
+            "https://auth.example/keys?format=jwks",
+            "https://[::1]:8443/jwks",
+        ]:
+            config = load_config({"JWT_JWKS_URL": f" {url}\n", "JWT_ALGORITHMS": "RS256"})
+            self.assertEqual(config.jwt_jwks_url, url)
+
+    def test_blank_jwks_url_is_unset(self) -> None:
+        self.assertIsNone(load_config({"JWT_SECRET": SECRET, "JWT_JWKS_URL": " "}).jwt_jwks_url)
+
+    def test_leeway_values(self) -> None:
+        for text, value in [("0", 0.0), ("5", 5.0), ("1.5", 1.5), (" 300\n", 300.0)]:
+            self.assertEqual(load_config({**NO_AUTH, "JWT_LEEWAY_S": text}).jwt_leeway_s, value)
+
+    def test_cache_size_zero_is_allowed(self) -> None:
+        self.assertEqual(load_config({**NO_AUTH, "JWT_CACHE_SIZE": "0"}).jwt_cache_size, 0)
+
+    def test_token_type_values_are_trimmed(self) -> None:
+        config = load_config(
+            {**NO_AUTH, "JWT_TOKEN_TYPE_CLAIM": " token_use ", "JWT_TOKEN_TYPE": "access\n"}
+        )
+        self.assertEqual(
+            (config.jwt_token_type_claim, config.jwt_token_type), ("token_use", "access")
+        )
+
+    def test_every_new_variable_has_an_option(self) -> None:
+        options = {variable.name: variable.option for variable in VARIABLES}
+        for name in [
+            "JWT_ALGORITHMS", "JWT_LEEWAY_S", "JWT_SECRET_ENCODING", "JWT_TOKEN_TYPE_CLAIM",
+            "JWT_TOKEN_TYPE", "JWT_JWKS_URL", "JWT_JWKS_REFRESH_MS", "JWT_CACHE_SIZE",
+            "PUBLIC_PATHS", "CORS_MAX_AGE", "CORS_METHODS",
+        ]:
+            self.assertEqual(options[name], name.lower().replace("_", "-"))
+
+
+class PublicPathsTests(SynchronousTestCase):
+    """
+    PUBLIC_PATHS holds plain, normalised paths.
+    """
+
+    def paths(self, text: str) -> Tuple[str, ...]:
+        return load_config({**NO_AUTH, "PUBLIC_PATHS": text}).public_paths
+
+    def test_list_is_trimmed_deduplicated_and_trailing_slashes_dropped(self) -> None:
+        self.assertEqual(
+            self.paths(" /health/ ,, /api/v1/auth/login,/health,/api/v1/auth/login/"),
+            ("/health", "/api/v1/auth/login"),
+        )
+
+    def test_blank_makes_nothing_public(self) -> None:
+        self.assertEqual(self.paths(""), ())
+
+    def test_allowed_characters(self) -> None:
+        self.assertEqual(self.paths("/a-b/c.d/_e~/f:g@h"), ("/a-b/c.d/_e~/f:g@h",))
+
+    def test_bad_paths(self) -> None:
+        for item in [
+            "health", "/a/../b", "/a/./b", "/..", "//a", "/a//b", "/a b", "/a%2Fb", "/a?b",
+            "/a#b", "/a\\b", "/\u00e9",
+        ]:
+            [line] = problems_of({**NO_AUTH, "PUBLIC_PATHS": f"/ok,{item}"})
+            self.assertTrue(line.startswith("PUBLIC_PATHS="), line)
+            self.assertIn(f"{item!r} is not a public path", line)
+
+
+class CORSPreflightSettingsTests(SynchronousTestCase):
+    """
+    CORS_MAX_AGE and CORS_METHODS.
+    """
+
+    def test_methods_are_upper_cased_and_deduplicated(self) -> None:
+        config = load_config({**NO_AUTH, "CORS_METHODS": "get, patch,GET,PURGE"})
+        self.assertEqual(config.cors_methods, ("GET", "PATCH", "PURGE"))
+
+    def test_max_age_zero(self) -> None:
+        self.assertEqual(load_config({**NO_AUTH, "CORS_MAX_AGE": "0"}).cors_max_age, 0)
 
 
 class ByteSizeTests(SynchronousTestCase):

@@ -72,8 +72,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertIs(options.config.cors_credentials, True)
 
     def test_secret_option(self) -> None:
-        options = self.parse(["--jwt-secret", "from-option"])
-        self.assertEqual(options.config.jwt_secret, "from-option")
+        options = self.parse(["--jwt-secret", "from-option-secret-at-least-32-bytes"])
+        self.assertEqual(options.config.jwt_secret, "from-option-secret-at-least-32-bytes")
 
     def test_port_endpoint_description(self) -> None:
         options = self.parse(["--port", "tcp:5000:interface=127.0.0.1"], {**NO_AUTH, "PORT": "1"})

@@ -80,8 +80,14 @@ def start_gateway(test: TestCase, env: Mapping[str, str]) -> Any:
     the length of C{test}.  Fires with C{(service, port)}.
     """
     config = load_config(env, {}, {"LISTEN": "tcp:0:interface=127.0.0.1"})
-    site, upstreams = build_site(config, reactor)
-    service = GatewayService(config.listen, site, upstreams.pool, config.shutdown_grace_ms / 1000)
+    gateway = build_site(config, reactor)
+    service = GatewayService(
+        config.listen,
+        gateway.site,
+        gateway.upstreams.pool,
+        config.shutdown_grace_ms / 1000,
+        verifier=gateway.verifier,
+    )
     service.startService()
     port = yield service.listening
     test.addCleanup(service.stopService)

@@ -146,8 +146,8 @@ class TLSTerminationTests(TestCase):
             out.write(certificate.public_bytes(serialization.Encoding.PEM))
         listen = f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={cert_file}"
         config = load_config(gateway_environment(closed_port_url()), {}, {"LISTEN": listen})
-        site, upstreams = build_site(config, reactor)
-        service = GatewayService(config.listen, site, upstreams.pool, 1.0)
+        gateway = build_site(config, reactor)
+        service = GatewayService(config.listen, gateway.site, gateway.upstreams.pool, 1.0)
         service.startService()
         self.addCleanup(service.stopService)
         port = yield service.listening
