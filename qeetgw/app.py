@@ -10,7 +10,7 @@ C{/api/}.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Callable, List, Optional
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -25,6 +25,7 @@ from qeetgw.config import Config
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
 from qeetgw.health import HealthChecker, HealthReport, iso_timestamp
+from qeetgw.ratelimit.store import StoreState
 
 _log = Logger()
 
@@ -110,18 +111,26 @@ class GatewayApp:
     app = Klein()
 
     def __init__(
-        self, config: Config, health: HealthChecker, clock: IReactorTime, version: str
+        self,
+        config: Config,
+        health: HealthChecker,
+        clock: IReactorTime,
+        version: str,
+        rate_limit_state: Optional[Callable[[], StoreState]] = None,
     ) -> None:
         """
         @param config: the configuration; C{/info} lists its services.
         @param health: probes the upstreams for C{/health/services}.
         @param clock: the source of every C{timestamp}.
         @param version: the gateway's version, for C{/info}.
+        @param rate_limit_state: the rate-limit store's state, reported by
+            C{/health/services} (a store that cannot count degrades it).
         """
         self._config = config
         self._health = health
         self._clock = clock
         self._version = version
+        self._rate_limit_state = rate_limit_state
 
     def resource(self) -> IResource:
         """
@@ -150,11 +159,24 @@ class GatewayApp:
     @app.route("/health/services", methods=["GET"], merge_slashes=False)
     def services_health(self, request: IRequest) -> "Deferred[bytes]":
         """
-        Probe every upstream: 200 when all are healthy, else 503.
+        Probe every upstream and report the rate-limit store: 200 when all
+        are healthy, else 503.
         """
 
         def respond(report: HealthReport) -> bytes:
-            return _json(request, report.to_json(), 200 if report.healthy else 503)
+            body = report.to_json()
+            healthy = report.healthy
+            if self._rate_limit_state is not None:
+                state = self._rate_limit_state()
+                body["rateLimit"] = {
+                    "store": state.store,
+                    "status": "healthy" if state.healthy else "unhealthy",
+                    "detail": state.detail,
+                }
+                if not state.healthy:
+                    healthy = False
+                    body["status"] = "degraded"
+            return _json(request, body, 200 if healthy else 503)
 
         return self._health.check_all().addCallback(respond)
 

@@ -17,7 +17,7 @@ import re
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 from cryptography import x509
@@ -201,6 +201,30 @@ class Config:
     rate_limit_window_ms: int = 60000
     rate_limit_max: int = 1000
     rate_limit_message: str = "Too many requests from this IP, please try again later."
+    #: RATE_LIMIT_KEY: what a client is, for counting: its address, the
+    #: verified token's subject, or both.
+    rate_limit_key: Literal["ip", "user", "ip+user"] = "ip"
+    #: RATE_LIMIT_ALGORITHM: the Express gateway's fixed window, or a sliding
+    #: window without the double burst at a window's edge.
+    rate_limit_algorithm: Literal["fixed", "sliding"] = "fixed"
+    #: RATE_LIMIT_HEADERS: which rate-limit headers responses carry.
+    rate_limit_headers: Literal["draft-6", "draft-8", "none"] = "draft-6"
+    #: RATE_LIMIT_ROUTES: budgets of their own for path prefixes, as
+    #: (prefix, max, window in ms) — the window defaults to RATE_LIMIT_WINDOW_MS.
+    rate_limit_routes: Tuple[Tuple[str, int, Optional[int]], ...] = ()
+    #: RATE_LIMIT_STORE: where counters live.
+    rate_limit_store: Literal["memory", "redis"] = "memory"
+    #: RATE_LIMIT_MEMORY_MAX_KEYS: the most clients the memory store tracks.
+    rate_limit_memory_max_keys: int = 100_000
+    #: REDIS_URL: the Redis of RATE_LIMIT_STORE=redis.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: RATE_LIMIT_REDIS_PREFIX: the namespace of the counters' keys.
+    rate_limit_redis_prefix: str = "qeetgw:ratelimit:"
+    #: RATE_LIMIT_REDIS_TIMEOUT_MS: the longest a request waits for Redis.
+    rate_limit_redis_timeout_ms: int = 100
+    #: RATE_LIMIT_FAIL: when the store cannot count, let requests through
+    #: ("open") or refuse them with 503 ("closed").
+    rate_limit_fail: Literal["open", "closed"] = "open"
     #: GATEWAY_PROXY_TIMEOUT_MS: how long an upstream may take to start answering.
     proxy_timeout_ms: int = 5000
     #: JSON_BODY_LIMIT, in bytes: the largest request body accepted.
@@ -842,6 +866,91 @@ def _methods(text: str) -> Tuple[str, ...]:
 #: The six services: name, client prefix, upstream prefix, default URL,
 #: default health path.  Their variables are derived from the name:
 #: C{AUTH_SERVICE_URL}, C{AUTH_SERVICE_HEALTH_PATH}.
+_ROUTE_PREFIX = re.compile(r"/[A-Za-z0-9._~!$&'()*+;:@/-]*\Z")
+
+
+def _rate_limit_routes(text: str) -> Tuple[Tuple[str, int, Optional[int]], ...]:
+    """
+    C{PREFIX=MAX[/WINDOW_MS]} entries, comma-separated; empty for none.
+    """
+    allowed = "must be PREFIX=MAX[/WINDOW_MS],... with PREFIX a path such as /api/v1/auth/login"
+    routes: List[Tuple[str, int, Optional[int]]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        prefix, equals, budget = item.partition("=")
+        prefix = prefix.strip().rstrip("/")
+        limit_text, slash, window_text = budget.strip().partition("/")
+        if (
+            not equals
+            or not _ROUTE_PREFIX.match(prefix + "/")
+            or "//" in prefix + "/"
+            or not _DIGITS.match(limit_text)
+            or int(limit_text) < 1
+            or (slash and (not _DIGITS.match(window_text) or int(window_text) < 1))
+        ):
+            raise _Invalid(f"{item!r}: {allowed}")
+        if prefix in [route[0] for route in routes]:
+            raise _Invalid(f"{prefix!r} is listed twice")
+        routes.append((prefix, int(limit_text), int(window_text) if slash else None))
+    return tuple(routes)
+
+
+@attrs.frozen
+class RedisURL:
+    """
+    The parts of a C{redis://[[user]:password@]host[:port][/db]} URL.
+    """
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """
+    Split a Redis URL.
+
+    @raise ValueError: with a message saying what is wrong.
+    """
+    parsed = urlsplit(url)
+    if parsed.scheme != "redis":
+        raise ValueError("must start with redis://")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must have no query or fragment")
+    try:
+        port = parsed.port if parsed.port is not None else 6379
+    except ValueError:
+        raise ValueError("has a bad port")
+    host = parsed.hostname
+    if not host:
+        raise ValueError("has no host")
+    path = parsed.path.strip("/")
+    if path and not _DIGITS.match(path):
+        raise ValueError("database must be a number (redis://host:6379/0)")
+    return RedisURL(
+        host=host,
+        port=port,
+        db=int(path) if path else 0,
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password is not None else None,
+    )
+
+
+def _redis_url(text: str) -> str:
+    """
+    A C{redis://} URL; the value is kept as text, L{parse_redis_url} splits it.
+    """
+    value = text.strip()
+    try:
+        parse_redis_url(value)
+    except ValueError as error:
+        raise _Invalid(str(error))
+    return value
+
+
 _SERVICE_TABLE: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("auth-service", "/api/v1/auth", "/auth", "http://localhost:4001", "/actuator/health"),
     ("user-service", "/api/v1/users", "/users", "http://localhost:8082", "/actuator/health"),
@@ -987,6 +1096,52 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "RATE_LIMIT_MESSAGE", "Too many requests from this IP, please try again later.", _text,
         "rate_limit_message", "Message of the 429 answer",
+    ),
+    Variable(
+        "RATE_LIMIT_KEY", "ip", _choice("ip", "user", "ip+user"), "rate_limit_key",
+        "What a client is, for counting: ip, user (the verified token's subject, "
+        "else the address) or ip+user",
+    ),
+    Variable(
+        "RATE_LIMIT_ALGORITHM", "fixed", _choice("fixed", "sliding"), "rate_limit_algorithm",
+        "fixed (each client's window starts at its first request, as the Express "
+        "gateway) or sliding (no double burst at a window's edge)",
+    ),
+    Variable(
+        "RATE_LIMIT_HEADERS", "draft-6", _choice("draft-6", "draft-8", "none"),
+        "rate_limit_headers",
+        "Rate-limit headers: draft-6 (RateLimit-Policy/-Limit/-Remaining/-Reset, as "
+        "the Express gateway), draft-8 (RateLimit and RateLimit-Policy) or none",
+    ),
+    Variable(
+        "RATE_LIMIT_ROUTES", "", _rate_limit_routes, "rate_limit_routes",
+        "Budgets of their own for path prefixes: PREFIX=MAX[/WINDOW_MS],... "
+        "(e.g. /api/v1/auth/login=10/60000)",
+    ),
+    Variable(
+        "RATE_LIMIT_STORE", "memory", _choice("memory", "redis"), "rate_limit_store",
+        "Where counters live: memory (this process) or redis (one limit across replicas)",
+    ),
+    Variable(
+        "RATE_LIMIT_MEMORY_MAX_KEYS", "100000", _whole_number(1), "rate_limit_memory_max_keys",
+        "The most clients the memory store tracks at once",
+    ),
+    Variable(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "redis_url",
+        "Redis for RATE_LIMIT_STORE=redis: redis://[[user]:password@]host[:port][/db]",
+    ),
+    Variable(
+        "RATE_LIMIT_REDIS_PREFIX", "qeetgw:ratelimit:", _required_text, "rate_limit_redis_prefix",
+        "Prefix of the rate-limit keys in Redis",
+    ),
+    Variable(
+        "RATE_LIMIT_REDIS_TIMEOUT_MS", "100", _whole_number(1, 10000), "rate_limit_redis_timeout_ms",
+        "The longest a request waits for Redis, in milliseconds",
+    ),
+    Variable(
+        "RATE_LIMIT_FAIL", "open", _choice("open", "closed"), "rate_limit_fail",
+        "When the store cannot count: open (let requests through, warn once per "
+        "outage) or closed (refuse them with 503)",
     ),
     Variable(
         "GATEWAY_PROXY_TIMEOUT_MS", "5000", _whole_number(1), "proxy_timeout_ms",

@@ -9,10 +9,10 @@ exits 0.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
@@ -35,8 +35,9 @@ class GatewayService(Service):
     @param observer: when given, the log observer twistd is to use (set as
         the application's L{ILogObserver} component, the documented hook).
     @param reactor: the reactor to listen with.
-    @param verifier: the token verifier, started and stopped with the
-        service (it may fetch JWKS keys in the background).
+    @param workers: parts with background work of their own (the token
+        verifier's JWKS fetches, the Redis store's connection), started and
+        stopped with the service through their C{start} and C{stop}.
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class GatewayService(Service):
         grace: float,
         observer: Optional[ILogObserver] = None,
         reactor: Any = None,
-        verifier: Any = None,
+        workers: Sequence[Any] = (),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -60,7 +61,7 @@ class GatewayService(Service):
         self._pool = pool
         self._grace = grace
         self._observer = observer
-        self._verifier = verifier
+        self._workers = tuple(workers)
         self.port: Optional[IListeningPort] = None
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
@@ -78,8 +79,8 @@ class GatewayService(Service):
         that cannot take connections must not look alive.
         """
         super().startService()
-        if self._verifier is not None:
-            self._verifier.start()
+        for worker in self._workers:
+            worker.start()
         listening = self._endpoint.listen(self.site)
 
         def listened(port: IListeningPort) -> IListeningPort:
@@ -120,8 +121,8 @@ class GatewayService(Service):
         if self.port is not None:
             yield self.port.stopListening()
         yield self.site.drain(self._grace)
-        if self._verifier is not None:
-            self._verifier.stop()
+        for worker in self._workers:
+            yield maybeDeferred(worker.stop)
         if self._pool is not None:
             yield self._pool.closeCachedConnections()
         # twistd re-raises the SIGTERM/SIGINT that stopped it once the reactor

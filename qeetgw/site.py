@@ -7,15 +7,16 @@ chain of concerns is visible.
         CORS               CORS headers; preflights answered here
           GatewayRoot      413 for a refused body; 400 for an unreadable
                            target; then by the raw path:
-            /api/...         JWTGuard -> ReverseProxyResource
+            /api/...         RateLimitGuard -> JWTGuard -> ReverseProxyResource
             everything else  the Klein app: /health, /health/services, /info
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import attrs
+from treq.client import HTTPClient
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -28,8 +29,11 @@ from qeetgw.authguard import JWTGuard
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
-from qeetgw.health import HealthChecker, make_probe_client
+from qeetgw.health import HealthChecker
 from qeetgw.proxy import ReverseProxyResource
+from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
+from qeetgw.ratelimit.memory import MemoryStore
+from qeetgw.ratelimit.store import Budget, IRateLimitStore
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite
@@ -59,6 +63,15 @@ class Gateway:
     site: GatewaySite
     upstreams: Upstreams
     verifier: TokenVerifier
+    store: IRateLimitStore
+
+    @property
+    def workers(self) -> Tuple[Any, ...]:
+        """
+        The parts started and stopped with the service (their C{start} and
+        C{stop}).
+        """
+        return (self.verifier, self.store)
 
 
 def make_upstreams(config: Config, reactor: Any) -> Upstreams:
@@ -88,6 +101,38 @@ def cors_policy(config: Config) -> CORSPolicy:
         credentials=config.cors_credentials and not any_origin,
         methods=config.cors_methods,
         max_age=config.cors_max_age,
+    )
+
+
+def make_store(config: Config, reactor: Any, clock: IReactorTime) -> IRateLimitStore:
+    """
+    The rate-limit store RATE_LIMIT_STORE names.
+    """
+    if config.rate_limit_store == "redis":
+        from qeetgw.ratelimit.redis import RedisStore
+
+        return RedisStore(
+            config.redis_url,
+            config.rate_limit_redis_prefix,
+            config.rate_limit_redis_timeout_ms,
+            reactor,
+        )
+    return MemoryStore(clock, config.rate_limit_memory_max_keys)
+
+
+def make_limiter(
+    config: Config, store: IRateLimitStore, verifier: TokenVerifier
+) -> RateLimiter:
+    """
+    The rate limiter of C{config}: the default budget and the per-route ones.
+    """
+    default = Budget("default", config.rate_limit_max, config.rate_limit_window_ms)
+    routes = [
+        (prefix, Budget(prefix, limit, window if window is not None else config.rate_limit_window_ms))
+        for prefix, limit, window in config.rate_limit_routes
+    ]
+    return RateLimiter(
+        store, default, routes, config.rate_limit_algorithm, config.rate_limit_key, verifier
     )
 
 
@@ -127,7 +172,9 @@ def build_site(
     clock = clock if clock is not None else reactor
     if upstreams is None:
         upstreams = make_upstreams(config, reactor)
-    probe_client = make_probe_client(reactor, upstreams.pool, upstreams.tls_policy)
+    # Health probes and JWKS fetches go through treq on the forwarding
+    # agent: the same pool and the same TLS verification as proxied requests.
+    probe_client = HTTPClient(upstreams.agent)
     verifier = TokenVerifier(config, clock, probe_client)
     proxy = ReverseProxyResource(
         RouteTable.from_services(config.services),
@@ -135,9 +182,16 @@ def build_site(
         clock,
         config.proxy_timeout_ms / 1000,
     )
-    api = JWTGuard(proxy, verifier, config.require_auth, config.public_paths)
+    store = make_store(config, reactor, clock)
+    api = RateLimitGuard(
+        JWTGuard(proxy, verifier, config.require_auth, config.public_paths),
+        make_limiter(config, store, verifier),
+        config.rate_limit_message,
+        config.rate_limit_headers,
+        fail_open=config.rate_limit_fail == "open",
+    )
     health = HealthChecker(config.services, probe_client, clock, config.proxy_timeout_ms)
-    own = GatewayApp(config, health, clock, __version__.public()).resource()
+    own = GatewayApp(config, health, clock, __version__.public(), store.state).resource()
     tree = SecurityHeaders(CORS(GatewayRoot(api=api, own=own), cors_policy(config)))
     for warning in startup_warnings(config):
         # (not "warning": twisted.logger reads that field as a Python warning)
@@ -145,4 +199,4 @@ def build_site(
     site = GatewaySite(
         tree, body_limit=config.body_limit, clock=clock, trust_proxy=config.trust_proxy
     )
-    return Gateway(site=site, upstreams=upstreams, verifier=verifier)
+    return Gateway(site=site, upstreams=upstreams, verifier=verifier, store=store)

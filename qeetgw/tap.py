@@ -126,5 +126,5 @@ def makeService(options: Options) -> GatewayService:
         # (stdout with --nodaemon, twistd.log otherwise).
         observer=observer_for("json") if config.log_format == "json" else None,
         reactor=reactor,
-        verifier=gateway.verifier,
+        workers=gateway.workers,
     )

@@ -86,7 +86,7 @@ def start_gateway(test: TestCase, env: Mapping[str, str]) -> Any:
         gateway.site,
         gateway.upstreams.pool,
         config.shutdown_grace_ms / 1000,
-        verifier=gateway.verifier,
+        workers=gateway.workers,
     )
     service.startService()
     port = yield service.listening
