@@ -289,7 +289,14 @@ class _Invalid(Exception):
     """
     Raised by a value parser; its text says what is allowed, and becomes the
     part of a problem line after the variable's name and value.
+
+    @ivar hide_value: the value may hold a secret (a password in a URL), so
+        the problem line must not repeat it.
     """
+
+    def __init__(self, message: str, hide_value: bool = False) -> None:
+        super().__init__(message)
+        self.hide_value = hide_value
 
 
 _Parser = Callable[[str], Any]
@@ -896,46 +903,71 @@ def _rate_limit_routes(text: str) -> Tuple[Tuple[str, int, Optional[int]], ...]:
     return tuple(routes)
 
 
+REDIS_DEFAULT_PORT = 6379
+
+
 @attrs.frozen
 class RedisURL:
     """
-    The parts of a C{redis://[[user]:password@]host[:port][/db]} URL.
+    Where the Redis server is and how to log in: a parsed C{REDIS_URL}.
+
+    @ivar host: a host name or IP address (IPv6 without brackets).
+    @ivar port: the TCP port.
+    @ivar db: the database number, sent with C{SELECT} when not 0.
+    @ivar username: an ACL user (Redis 6+), or C{None} for the default user.
+    @ivar password: sent with C{AUTH} when not C{None}; never in C{repr} or
+        C{str}, so it cannot reach a log.
     """
 
     host: str
-    port: int = 6379
+    port: int = REDIS_DEFAULT_PORT
     db: int = 0
     username: Optional[str] = None
-    password: Optional[str] = None
+    password: Optional[str] = attrs.field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
 
 
 def parse_redis_url(url: str) -> RedisURL:
     """
-    Split a Redis URL.
+    Parse C{redis://[[user]:password@]host[:port][/db]} (user and password
+    percent-encoded; port 6379 and database 0 by default).
 
-    @raise ValueError: with a message saying what is wrong.
+    @raise ValueError: naming what is wrong, without echoing the password.
     """
-    parsed = urlsplit(url)
-    if parsed.scheme != "redis":
-        raise ValueError("must start with redis://")
-    if parsed.query or parsed.fragment:
-        raise ValueError("must have no query or fragment")
     try:
-        port = parsed.port if parsed.port is not None else 6379
-    except ValueError:
-        raise ValueError("has a bad port")
-    host = parsed.hostname
-    if not host:
-        raise ValueError("has no host")
-    path = parsed.path.strip("/")
-    if path and not _DIGITS.match(path):
-        raise ValueError("database must be a number (redis://host:6379/0)")
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"REDIS_URL is not a valid URL: {error}") from None
+    if parts.scheme.lower() != "redis":
+        hint = " (TLS, rediss://, is not supported)" if parts.scheme.lower() == "rediss" else ""
+        raise ValueError(f"REDIS_URL must start with redis://{hint}")
+    if not parts.hostname:
+        raise ValueError("REDIS_URL has no host: redis://host[:port][/db]")
+    if port == 0:
+        raise ValueError("REDIS_URL's port must be 1 to 65535")
+    if parts.query or parts.fragment:
+        raise ValueError("REDIS_URL takes no query or fragment: redis://host[:port][/db]")
+    path = parts.path.strip("/")
+    if not path:
+        db = 0
+    elif path.isdigit():
+        db = int(path)
+    else:
+        raise ValueError(f"REDIS_URL's database must be a number, not {path!r}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if username is not None and password is None:
+        raise ValueError("REDIS_URL has a user but no password: redis://user:password@host")
     return RedisURL(
-        host=host,
-        port=port,
-        db=int(path) if path else 0,
-        username=unquote(parsed.username) if parsed.username else None,
-        password=unquote(parsed.password) if parsed.password is not None else None,
+        host=parts.hostname,
+        port=REDIS_DEFAULT_PORT if port is None else port,
+        db=db,
+        username=username,
+        password=password,
     )
 
 
@@ -947,7 +979,8 @@ def _redis_url(text: str) -> str:
     try:
         parse_redis_url(value)
     except ValueError as error:
-        raise _Invalid(str(error))
+        # the URL may carry a password: the problem line does not repeat it
+        raise _Invalid(str(error), hide_value=True)
     return value
 
 
@@ -1237,7 +1270,8 @@ def _parse_all(given: Mapping[str, Tuple[str, str]], problems: List[str]) -> Dic
             values[variable.name] = variable.parse(text)
         except _Invalid as invalid:
             label = variable.label if spelled == variable.name else spelled
-            problems.append(f"{label}={text!r}: {invalid}")
+            shown = "(value hidden)" if invalid.hide_value else repr(text)
+            problems.append(f"{label}={shown}: {invalid}")
     return values
 
 

@@ -1,0 +1,70 @@
+"""
+Tests for the rate-limit variables of L{qeetgw.config}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from qeetgw.config import ConfigError, RedisURL, load_config, parse_redis_url
+
+BASE = {"JWT_SECRET": "a-raw-secret-of-more-than-32-bytes!"}
+
+
+def problems(**env: str) -> list:
+    try:
+        load_config({**BASE, **env})
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+class RateLimitConfigTests(SynchronousTestCase):
+    """
+    Defaults, parsing and the one-line problems.
+    """
+
+    def test_defaults(self) -> None:
+        config = load_config(BASE)
+        self.assertEqual(
+            (config.rate_limit_key, config.rate_limit_algorithm, config.rate_limit_headers,
+             config.rate_limit_routes, config.rate_limit_store, config.redis_url,
+             config.rate_limit_redis_prefix, config.rate_limit_redis_timeout_ms,
+             config.rate_limit_fail, config.rate_limit_memory_max_keys),
+            ("ip", "fixed", "draft-6", (), "memory", "redis://127.0.0.1:6379/0",
+             "qeetgw:ratelimit:", 100, "open", 100_000),
+        )
+
+    def test_routes(self) -> None:
+        config = load_config({**BASE, "RATE_LIMIT_ROUTES": " /api/v1/auth/login/=10/60000 ,/api/v1/payments=100,"})
+        self.assertEqual(config.rate_limit_routes, (("/api/v1/auth/login", 10, 60000), ("/api/v1/payments", 100, None)))
+
+    def test_bad_routes(self) -> None:
+        for value in ["login=1", "/a=0", "/a=x", "/a=1/0", "/a", "/a=1/x", "/a=1,/a=2", "/a b=1", "//a=1"]:
+            with self.subTest(value=value):
+                lines = problems(RATE_LIMIT_ROUTES=value)
+                self.assertEqual(len(lines), 1, lines)
+                self.assertTrue(lines[0].startswith("RATE_LIMIT_ROUTES="), lines)
+
+    def test_choices(self) -> None:
+        for name, value in [("RATE_LIMIT_KEY", "cookie"), ("RATE_LIMIT_ALGORITHM", "leaky"),
+                            ("RATE_LIMIT_HEADERS", "draft-7"), ("RATE_LIMIT_STORE", "memcached"),
+                            ("RATE_LIMIT_FAIL", "maybe")]:
+            with self.subTest(name=name):
+                self.assertEqual(len([line for line in problems(**{name: value}) if line.startswith(name)]), 1)
+
+    def test_redis_url(self) -> None:
+        self.assertEqual(parse_redis_url("redis://:p%40ss@cache:6380/3"),
+                         RedisURL(host="cache", port=6380, db=3, username=None, password="p@ss"))
+        self.assertEqual(parse_redis_url("redis://u:p@h"), RedisURL("h", 6379, 0, "u", "p"))
+        for bad in ["http://h", "redis://", "redis://h:99999", "redis://h/x", "redis://h?db=1"]:
+            with self.subTest(url=bad):
+                self.assertEqual(len(problems(REDIS_URL=bad)), 1)
+
+    def test_timeout_bounded(self) -> None:
+        self.assertEqual(len(problems(RATE_LIMIT_REDIS_TIMEOUT_MS="0")), 1)
+        self.assertEqual(len(problems(RATE_LIMIT_REDIS_TIMEOUT_MS="60000")), 1)
+
+    def test_bad_redis_url_is_not_echoed(self) -> None:
+        lines = problems(REDIS_URL="redis://:hunter2@cache/notanumber")
+        self.assertEqual(len(lines), 1)
+        self.assertNotIn("hunter2", lines[0])
+        self.assertTrue(lines[0].startswith("REDIS_URL=(value hidden): "), lines[0])
