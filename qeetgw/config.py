@@ -241,6 +241,8 @@ class Config:
     log_format: Literal["text", "json"] = "text"
     #: SHUTDOWN_GRACE_MS: how long in-flight requests may finish on SIGTERM.
     shutdown_grace_ms: int = 10000
+    #: WORKERS: gateway processes sharing the listening socket (1: this one).
+    workers: int = 1
 
     def service_named(self, name: str) -> ServiceConfig:
         """
@@ -984,6 +986,18 @@ def _redis_url(text: str) -> str:
     return value
 
 
+def _workers(text: str) -> int:
+    """
+    A number of worker processes, or C{auto} for one per core.
+    """
+    value = text.strip().lower()
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if not _DIGITS.match(value) or not 1 <= int(value) <= 64:
+        raise _Invalid("must be auto or a whole number from 1 to 64")
+    return int(value)
+
+
 _SERVICE_TABLE: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("auth-service", "/api/v1/auth", "/auth", "http://localhost:4001", "/actuator/health"),
     ("user-service", "/api/v1/users", "/users", "http://localhost:8082", "/actuator/health"),
@@ -1197,6 +1211,11 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "UPSTREAM_CA_FILE", None, _ca_file, "upstream_ca_file",
         "PEM file of extra CA certificates for https upstreams",
+    ),
+    Variable(
+        "WORKERS", "1", _workers, "workers",
+        "Gateway processes sharing the listening socket: a number, or auto for one "
+        "per core (rate limits across workers need RATE_LIMIT_STORE=redis)",
     ),
     Variable(
         "LOG_FORMAT", "text", _choice("text", "json"), "log_format",
@@ -1441,6 +1460,12 @@ def load_config(
     values = _parse_all(given, problems)
     listen = _listen(values, overrides, problems)
     _check_jwt(values, given, problems)
+    workers = values.get("WORKERS")
+    if isinstance(workers, int) and workers > 1 and listen is not None and not listen.startswith("tcp"):
+        problems.append(
+            f"WORKERS={workers}: several workers share a plain TCP socket; terminate "
+            "TLS in front of them or run one worker with --port ssl:..."
+        )
     if problems:
         raise ConfigError(problems)
 

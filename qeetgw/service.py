@@ -9,12 +9,12 @@ exits 0.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.web.client import HTTPConnectionPool
@@ -28,7 +28,8 @@ class GatewayService(Service):
     """
     Listens on C{endpoint} with C{site}; drains on stop.
 
-    @param endpoint: a Twisted server endpoint description.
+    @param endpoint: a Twisted server endpoint description, or an endpoint
+        (a worker's adopted socket).
     @param site: the gateway's site.
     @param pool: the upstream connection pool, closed on stop.
     @param grace: seconds in-flight requests may take to finish on stop.
@@ -42,7 +43,7 @@ class GatewayService(Service):
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Union[str, IStreamServerEndpoint],
         site: GatewaySite,
         pool: Optional[HTTPConnectionPool],
         grace: float,
@@ -56,8 +57,11 @@ class GatewayService(Service):
             reactor = default_reactor
         self.site = site
         self._reactor = reactor
-        self._endpoint = serverFromString(reactor, endpoint)
-        self._description = endpoint
+        if isinstance(endpoint, str):
+            self._endpoint = serverFromString(reactor, endpoint)
+        else:
+            self._endpoint = endpoint
+        self._description = str(endpoint) if isinstance(endpoint, str) else repr(endpoint)
         self._pool = pool
         self._grace = grace
         self._observer = observer

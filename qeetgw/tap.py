@@ -10,7 +10,7 @@ table, so a new variable gets its option and its C{--help} line for free.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Union
 
 from twisted.python import usage
 
@@ -18,6 +18,7 @@ from qeetgw.config import VARIABLES, Config, ConfigError, load_config, read_dote
 from qeetgw.logging import observer_for
 from qeetgw.service import GatewayService
 from qeetgw.site import build_site
+from qeetgw.supervisor import Supervisor, worker_environment
 
 
 class Options(usage.Options):
@@ -61,6 +62,13 @@ class Options(usage.Options):
         self._bad_configuration = False
         self.config: Optional[Config] = None
 
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """
+        The environment the configuration was read from.
+        """
+        return os.environ if self._environ is None else self._environ
+
     def overrides(self) -> Dict[str, str]:
         """
         The options given, keyed by the variable (or override key) each sets.
@@ -79,7 +87,7 @@ class Options(usage.Options):
         @raise usage.UsageError: listing every problem, one per line; twistd
             prints it and exits with status 1, without a traceback.
         """
-        environ = os.environ if self._environ is None else self._environ
+        environ = self.environ
         dotenv_path = self._dotenv_path
         if dotenv_path is None:
             dotenv_path = os.path.join(os.getcwd(), ".env")
@@ -107,15 +115,26 @@ class Options(usage.Options):
         return super().getUsage(width)
 
 
-def makeService(options: Options) -> GatewayService:
+def makeService(options: Options) -> Union[GatewayService, Supervisor]:
     """
     The gateway service for C{twistd qeetgw}, from C{options}' validated
-    configuration.
+    configuration: the gateway itself, or with WORKERS > 1 the supervisor of
+    that many gateway processes.
     """
     from twisted.internet import reactor
 
     config = options.config
     assert config is not None, "postOptions builds the configuration"
+    observer = observer_for("json") if config.log_format == "json" else None
+    if config.workers > 1:
+        return Supervisor(
+            config.listen,
+            config.workers,
+            worker_environment(options.environ, options.overrides()),
+            grace=config.shutdown_grace_ms / 1000,
+            reactor=reactor,
+            observer=observer,
+        )
     gateway = build_site(config, reactor)
     return GatewayService(
         config.listen,
@@ -124,7 +143,7 @@ def makeService(options: Options) -> GatewayService:
         grace=config.shutdown_grace_ms / 1000,
         # JSON lines replace twistd's text observer; text keeps twistd's own
         # (stdout with --nodaemon, twistd.log otherwise).
-        observer=observer_for("json") if config.log_format == "json" else None,
+        observer=observer,
         reactor=reactor,
         workers=gateway.workers,
     )

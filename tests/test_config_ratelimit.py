@@ -68,3 +68,26 @@ class RateLimitConfigTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertNotIn("hunter2", lines[0])
         self.assertTrue(lines[0].startswith("REDIS_URL=(value hidden): "), lines[0])
+
+
+class WorkersConfigTests(SynchronousTestCase):
+    """
+    WORKERS.
+    """
+
+    def test_values(self) -> None:
+        import os
+
+        self.assertEqual(load_config(BASE).workers, 1)
+        self.assertEqual(load_config({**BASE, "WORKERS": "3"}).workers, 3)
+        self.assertEqual(load_config({**BASE, "WORKERS": "auto"}).workers, max(1, os.cpu_count() or 1))
+        for bad in ["0", "65", "many", "-1"]:
+            self.assertEqual(len(problems(WORKERS=bad)), 1, bad)
+
+    def test_tls_runs_in_one_process(self) -> None:
+        try:
+            load_config({**BASE, "WORKERS": "2"}, {}, {"LISTEN": "ssl:4443:privateKey=/nonexistent"})
+        except ConfigError as error:
+            self.assertTrue([line for line in error.problems if line.startswith("WORKERS=2")], error.problems)
+        else:
+            self.fail("accepted")

@@ -241,12 +241,13 @@ def spawn_twistd(test: TestCase, env: Mapping[str, str], *arguments: str) -> Gat
     return process
 
 
-def spawn_gateway(test: TestCase, env: Mapping[str, str]) -> GatewayProcess:
+def spawn_gateway(test: TestCase, env: Mapping[str, str], *options: str) -> GatewayProcess:
     """
-    Start C{twistd -n qeetgw} on a loopback port with JSON logs.
+    Start C{twistd -n qeetgw} on a loopback port with JSON logs, with
+    C{options} added.
     """
     return spawn_twistd(
         test,
         {"LOG_FORMAT": "json", **env},
-        "--nodaemon", "--pidfile=", "qeetgw", "--port", "tcp:0:interface=127.0.0.1",
+        "--nodaemon", "--pidfile=", "qeetgw", "--port", "tcp:0:interface=127.0.0.1", *options,
     )

@@ -1,0 +1,235 @@
+"""
+Every core: WORKERS gateway processes sharing one listening socket.
+
+The supervisor (the C{twistd qeetgw} process itself when WORKERS > 1) opens
+the listening socket, never accepts on it, and hands it to each worker
+(L{qeetgw.worker}) as a file descriptor; the kernel gives each connection to
+whichever worker accepts first.  A worker that dies is started again (with
+a backoff, so a worker that cannot start does not spin); on SIGTERM or
+SIGINT every worker is asked to drain and the supervisor waits for them,
+then exits 0.
+
+Each worker is a whole gateway with its own memory: rate limits are per
+worker unless RATE_LIMIT_STORE=redis.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Mapping, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+from twisted.python.failure import Failure
+
+from qeetgw.worker import FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+
+log = Logger()
+
+#: Restart delays for a worker that keeps dying: 0.5 s doubling to 30 s.
+_FIRST_RESTART_S = 0.5
+_LAST_RESTART_S = 30.0
+#: A worker that lived this long is healthy again: its next restart is quick.
+_STABLE_AFTER_S = 10.0
+
+
+class _Worker(ProcessProtocol):
+    """
+    One worker process, watched by the supervisor.
+    """
+
+    def __init__(self, supervisor: "Supervisor", index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.ended: Deferred[Optional[int]] = Deferred()
+        self.started_at = 0.0
+        self.pid: Optional[int] = None
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.started_at = self.supervisor.clock.seconds()
+
+    def processEnded(self, reason: Failure) -> None:
+        code = reason.value.exitCode if reason.check(ProcessDone, ProcessTerminated) else None
+        signal_number = getattr(reason.value, "signal", None)
+        self.ended.callback(code)
+        self.supervisor.worker_ended(self, code, signal_number)
+
+    def signal(self, name: str) -> None:
+        """
+        Send signal C{name} (C{"TERM"}, C{"KILL"}) unless it has ended.
+        """
+        if not self.ended.called:
+            try:
+                self.transport.signalProcess(name)
+            except Exception:  # it ended between the check and the signal
+                pass
+
+
+class Supervisor(Service):
+    """
+    Starts C{count} workers on one listening socket and keeps them running.
+
+    @param listen: the endpoint description to listen on (TCP).
+    @param count: how many workers.
+    @param environ: the workers' environment: the supervisor's plus every
+        option given on its command line, as the variable it overrides.
+    @param grace: seconds the workers may take to drain on stop.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        count: int,
+        environ: Mapping[str, str],
+        grace: float,
+        reactor: Any = None,
+        observer: Optional[ILogObserver] = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.clock = reactor
+        self._listen = listen
+        self._count = count
+        self._environ = dict(environ)
+        self._grace = grace
+        self._observer = observer
+        self.port: Optional[IListeningPort] = None
+        self.workers: Dict[int, _Worker] = {}
+        self.restarts = 0
+        self._failures: Dict[int, int] = {}
+        self._stopping = False
+        #: Fires with the listening port once listening.
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def setServiceParent(self, parent: Any) -> None:
+        # As GatewayService: the log observer twistd is to use.
+        if self._observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._observer)
+        super().setServiceParent(parent)
+
+    @inlineCallbacks
+    def startService(self) -> Any:  # type: ignore[override]
+        """
+        Open the socket, then start the workers.
+        """
+        super().startService()
+        try:
+            # Listen through the endpoint (interface, backlog and IPv6 as the
+            # description says), then stop accepting: the workers accept.
+            port = yield serverFromString(self.reactor, self._listen).listen(Factory.forProtocol(Protocol))
+        except Exception as error:
+            log.critical("cannot listen on {endpoint}: {error}", endpoint=self._listen, error=str(error))
+            self.listening.errback(error)
+            self.reactor.stop()
+            return
+        port.stopReading()
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "qeetgw listening on {host}:{port} with {workers} workers",
+            host=address.host,
+            port=address.port,
+            workers=self._count,
+        )
+        for index in range(self._count):
+            self._spawn(index)
+        self.listening.callback(port)
+
+    def _spawn(self, index: int) -> None:
+        """
+        Start worker C{index} on the shared socket.
+        """
+        assert self.port is not None
+        family = "INET6" if ":" in self.port.getHost().host else "INET"
+        environ = {**self._environ, FAMILY_VARIABLE: family, INDEX_VARIABLE: str(index)}
+        worker = _Worker(self, index)
+        self.reactor.spawnProcess(
+            worker,
+            sys.executable,
+            [sys.executable, "-m", "qeetgw.worker"],
+            env=environ,
+            path=os.getcwd(),
+            # Logs go where the supervisor's go; the socket goes on SOCKET_FD.
+            childFDs={0: "w", 1: 1, 2: 2, SOCKET_FD: self.port.fileno()},
+        )
+        self.workers[index] = worker
+        log.info("started worker {worker} (pid {pid})", worker=index, pid=worker.pid)
+
+    def worker_ended(self, worker: _Worker, code: Optional[int], signal_number: Optional[int]) -> None:
+        """
+        A worker exited: start it again, unless we are stopping.
+        """
+        if self.workers.get(worker.index) is worker:
+            del self.workers[worker.index]
+        if self._stopping:
+            return
+        lived = self.clock.seconds() - worker.started_at
+        failures = 0 if lived >= _STABLE_AFTER_S else self._failures.get(worker.index, 0) + 1
+        self._failures[worker.index] = failures
+        delay = min(_FIRST_RESTART_S * 2 ** max(failures - 1, 0), _LAST_RESTART_S) if failures else 0.0
+        log.warn(
+            "worker {worker} (pid {pid}) ended: exit code {code}, signal {signal}; restarting in {delay}s",
+            worker=worker.index,
+            pid=worker.pid,
+            code=code,
+            signal=signal_number,
+            delay=delay,
+        )
+        self.restarts += 1
+        self.reactor.callLater(delay, self._restart, worker.index)
+
+    def _restart(self, index: int) -> None:
+        if not self._stopping and index not in self.workers:
+            self._spawn(index)
+
+    @inlineCallbacks
+    def stopService(self) -> Any:  # type: ignore[override]
+        """
+        Ask every worker to drain, wait for them (killing stragglers after
+        the grace), close the socket, and report a clean exit.
+        """
+        super().stopService()
+        self._stopping = True
+        # Close our copy of the socket first: once the workers have stopped
+        # listening too, new connections are refused rather than queued
+        # where nobody will accept them.
+        if self.port is not None:
+            yield self.port.stopListening()
+        workers = list(self.workers.values())
+        log.info("stopping {count} workers", count=len(workers))
+        for worker in workers:
+            worker.signal("TERM")
+        # Workers drain for up to the grace; allow them a little longer to exit.
+        killer = self.reactor.callLater(self._grace + 5, lambda: [w.signal("KILL") for w in workers])
+        yield DeferredList([worker.ended for worker in workers])
+        if killer.active():
+            killer.cancel()
+        # As GatewayService: an orderly stop is exit 0, not "killed by SIGTERM".
+        if getattr(self.reactor, "_exitSignal", None) is not None:
+            self.reactor._exitSignal = None
+        log.info("all workers stopped")
+
+
+def worker_environment(environ: Mapping[str, str], overrides: Mapping[str, str]) -> Dict[str, str]:
+    """
+    The environment workers get: C{environ} with every command-line option
+    as the variable it overrides (so precedence over C{.env} holds), without
+    the listening and worker settings, which are the supervisor's.
+    """
+    merged = dict(environ)
+    for name, value in overrides.items():
+        if name not in ("LISTEN", "WORKERS"):
+            merged[name] = value
+    merged["WORKERS"] = "1"
+    return merged

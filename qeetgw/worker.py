@@ -1,0 +1,76 @@
+"""
+One worker of a multi-process gateway (WORKERS > 1): a whole gateway that
+serves on a listening socket its supervisor opened and handed down.
+
+Run by L{qeetgw.supervisor}, never by hand: the supervisor passes the socket
+as file descriptor L{SOCKET_FD} and the address family in
+C{QEETGW_LISTEN_FAMILY}, and every C{twistd qeetgw} option as the
+environment variable it overrides, so the worker builds the same L{Config}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import List, Mapping, Optional
+
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.logger import LogEvent, Logger, globalLogBeginner
+
+from qeetgw.config import ConfigError, load_config, read_dotenv
+from qeetgw.logging import observer_for
+from qeetgw.service import GatewayService
+from qeetgw.site import build_site
+
+#: The descriptor the supervisor puts the listening socket on.
+SOCKET_FD = 3
+#: The environment variable naming the socket's family (C{INET}, C{INET6}).
+FAMILY_VARIABLE = "QEETGW_LISTEN_FAMILY"
+#: The environment variable carrying the worker's number, for its logs.
+INDEX_VARIABLE = "QEETGW_WORKER"
+
+log = Logger(namespace="qeetgw.worker")
+
+
+def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
+    """
+    Serve until SIGTERM/SIGINT, drain, exit 0 (1 for a bad configuration).
+    """
+    from twisted.internet import reactor
+
+    environ = os.environ if environ is None else environ
+    try:
+        config = load_config(environ, read_dotenv(os.path.join(os.getcwd(), ".env")))
+    except ConfigError as error:
+        # The supervisor checked this configuration before starting us; only
+        # a .env edited in between gets here.
+        print("\n".join(error.problems), file=sys.stderr)
+        sys.exit(1)
+    observer = observer_for(config.log_format)
+    index = environ.get(INDEX_VARIABLE)
+
+    def tagged(event: LogEvent) -> None:
+        # Every event names its worker, so interleaved logs can be told apart.
+        observer({**event, "worker": index})
+
+    globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
+    family = socket.AF_INET6 if environ.get(FAMILY_VARIABLE) == "INET6" else socket.AF_INET
+    gateway = build_site(config, reactor)
+    service = GatewayService(
+        AdoptedStreamServerEndpoint(reactor, SOCKET_FD, family),
+        gateway.site,
+        gateway.upstreams.pool,
+        grace=config.shutdown_grace_ms / 1000,
+        reactor=reactor,
+        workers=gateway.workers,
+    )
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    log.info("worker {worker} serving (pid {pid})", worker=index, pid=os.getpid())
+    reactor.run()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
