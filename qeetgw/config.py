@@ -1463,8 +1463,8 @@ def load_config(
     workers = values.get("WORKERS")
     if isinstance(workers, int) and workers > 1 and listen is not None and not listen.startswith("tcp"):
         problems.append(
-            f"WORKERS={workers}: several workers share a plain TCP socket; terminate "
-            "TLS in front of them or run one worker with --port ssl:..."
+            f"WORKERS={workers}: workers share a plain TCP socket (tcp:...); for TLS "
+            "(ssl:...) or other endpoints run one worker, or terminate TLS in front"
         )
     if problems:
         raise ConfigError(problems)
