@@ -231,7 +231,7 @@ class Config:
     body_limit: int = 1024 * 1024
     services: Tuple[ServiceConfig, ...] = ()
     #: UPSTREAM_POOL_SIZE: persistent connections kept per upstream host.
-    upstream_pool_size: int = 32
+    upstream_pool_size: int = 128
     #: UPSTREAM_KEEPALIVE_TIMEOUT_MS: how long an idle upstream connection is
     #: kept; shorter than the upstream's own keep-alive timeout (Node's is 5 s).
     upstream_keepalive_timeout_ms: int = 4000
@@ -1200,7 +1200,7 @@ VARIABLES: Tuple[Variable, ...] = (
     ),
     *_service_variables(),
     Variable(
-        "UPSTREAM_POOL_SIZE", "32", _whole_number(1), "upstream_pool_size",
+        "UPSTREAM_POOL_SIZE", "128", _whole_number(1), "upstream_pool_size",
         "Persistent connections kept per upstream",
     ),
     Variable(

@@ -19,13 +19,12 @@ import attrs
 from treq.client import HTTPClient
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
 from qeetgw import __version__
 from qeetgw.app import GatewayApp
 from qeetgw.auth import TokenVerifier
 from qeetgw.authguard import JWTGuard
+from qeetgw.client import Upstreams, make_upstreams
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
@@ -37,20 +36,8 @@ from qeetgw.ratelimit.store import Budget, IRateLimitStore
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite
-from qeetgw.tls import upstream_tls_policy
 
 log = Logger()
-
-
-@attrs.frozen
-class Upstreams:
-    """
-    The shared client side: one keep-alive pool and the agent on it.
-    """
-
-    pool: HTTPConnectionPool
-    agent: IAgent
-    tls_policy: IPolicyForHTTPS
 
 
 @attrs.frozen
@@ -72,23 +59,6 @@ class Gateway:
         C{stop}).
         """
         return (self.verifier, self.store)
-
-
-def make_upstreams(config: Config, reactor: Any) -> Upstreams:
-    """
-    The connection pool and agent every forwarded request and probe uses.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.upstream_pool_size
-    # Idle connections are closed before the upstream's keep-alive timeout
-    # would close them under a request in flight.
-    pool.cachedConnectionTimeout = config.upstream_keepalive_timeout_ms / 1000
-    # Only idempotent requests are retried by the pool, and only when a
-    # cached connection turned out dead: safe for a proxy.
-    pool.retryAutomatically = True
-    tls_policy = upstream_tls_policy(config.upstream_ca_file)
-    agent = Agent(reactor, contextFactory=tls_policy, pool=pool)
-    return Upstreams(pool=pool, agent=agent, tls_policy=tls_policy)
 
 
 def cors_policy(config: Config) -> CORSPolicy:

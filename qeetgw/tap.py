@@ -125,7 +125,9 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
 
     config = options.config
     assert config is not None, "postOptions builds the configuration"
-    observer = observer_for("json") if config.log_format == "json" else None
+    observer = (
+        observer_for("json", flush_soon=reactor.callLater) if config.log_format == "json" else None
+    )
     if config.workers > 1:
         return Supervisor(
             config.listen,

@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         # a .env edited in between gets here.
         print("\n".join(error.problems), file=sys.stderr)
         sys.exit(1)
-    observer = observer_for(config.log_format)
+    observer = observer_for(config.log_format, flush_soon=reactor.callLater)
     index = environ.get(INDEX_VARIABLE)
 
     def tagged(event: LogEvent) -> None:

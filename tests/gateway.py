@@ -15,7 +15,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from qeetgw.config import load_config
-from qeetgw.site import Gateway, Upstreams, build_site
+from qeetgw.client import Upstreams
+from qeetgw.site import Gateway, build_site
 
 from tests.memory import Connection, RawResponse, RecordingUpstream
 

@@ -126,7 +126,7 @@ class DefaultsTests(SynchronousTestCase):
         )
         self.assertEqual(config.proxy_timeout_ms, 5000)
         self.assertEqual(config.body_limit, 1048576)
-        self.assertEqual(config.upstream_pool_size, 32)
+        self.assertEqual(config.upstream_pool_size, 128)
         self.assertEqual(config.upstream_keepalive_timeout_ms, 4000)
         self.assertIsNone(config.upstream_ca_file)
         self.assertEqual(config.log_format, "text")
