@@ -7,7 +7,7 @@ resources that record what they were sent.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import attrs
 from twisted.internet.address import IPv4Address

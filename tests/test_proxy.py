@@ -7,7 +7,7 @@ clock for timeouts.
 from __future__ import annotations
 
 import gzip
-from typing import Any, Optional
+from typing import Any
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.error import ConnectionRefusedError
@@ -30,7 +30,6 @@ from tests.memory import (
     RecordingUpstream,
     RefusingAgent,
     get,
-    parse_response,
     with_body,
 )
 

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.gateway import KEY, MemoryGateway, token
+from tests.gateway import MemoryGateway, token
 from tests.memory import get, with_body
 from tests.test_headers import EXPECTED as HELMET
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -27,7 +26,7 @@ from qeetgw.config import load_config
 from qeetgw.service import GatewayService
 from qeetgw.site import build_site
 
-from tests.memory import RawResponse, parse_response
+from tests.memory import parse_response
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

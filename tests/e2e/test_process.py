@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from typing import Any, List
 
 from twisted.internet import reactor
@@ -27,7 +26,6 @@ from tests.e2e.support import (
     listen_upstream,
     request,
     spawn_gateway,
-    spawn_twistd,
     twistd_command,
 )
 from tests.e2e.upstreams import BlobUpstream, ScriptedUpstream
