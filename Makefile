@@ -38,3 +38,13 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
+
+# The benchmark (bench/run.py; never part of `make test`): qeetgw against nginx
+# and the Express gateway's stack, with wrk on loopback.  Installs wrk, nginx
+# and the Express peer's npm packages when missing, and stops every process it
+# started.  A quick smoke run: make bench BENCH_ARGS="--duration 3 --rounds 1"
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -26,6 +26,7 @@ from qeetgw.correlation import correlation_id
 from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
 from qeetgw.health import HealthChecker, HealthReport, iso_timestamp
 from qeetgw.ratelimit.store import StoreState
+from qeetgw.readiness import Readiness
 
 _log = Logger()
 
@@ -117,6 +118,7 @@ class GatewayApp:
         clock: IReactorTime,
         version: str,
         rate_limit_state: Optional[Callable[[], StoreState]] = None,
+        readiness: Optional[Readiness] = None,
     ) -> None:
         """
         @param config: the configuration; C{/info} lists its services.
@@ -125,12 +127,14 @@ class GatewayApp:
         @param version: the gateway's version, for C{/info}.
         @param rate_limit_state: the rate-limit store's state, reported by
             C{/health/services} (a store that cannot count degrades it).
+        @param readiness: whether the gateway is draining, for C{/ready}.
         """
         self._config = config
         self._health = health
         self._clock = clock
         self._version = version
         self._rate_limit_state = rate_limit_state
+        self._readiness = readiness if readiness is not None else Readiness()
 
     def resource(self) -> IResource:
         """
@@ -155,6 +159,15 @@ class GatewayApp:
             request,
             {"status": "ok", "service": "api-gateway", "timestamp": self._now()},
         )
+
+    @app.route("/ready", methods=["GET"], merge_slashes=False)
+    def ready(self, request: IRequest) -> bytes:
+        """
+        Readiness: 200 while serving, 503 from the moment a drain starts.
+        """
+        if self._readiness.ready:
+            return _json(request, {"status": "ready", "timestamp": self._now()})
+        return _json(request, {"status": "draining", "timestamp": self._now()}, 503)
 
     @app.route("/health/services", methods=["GET"], merge_slashes=False)
     def services_health(self, request: IRequest) -> "Deferred[bytes]":

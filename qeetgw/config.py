@@ -243,6 +243,24 @@ class Config:
     shutdown_grace_ms: int = 10000
     #: WORKERS: gateway processes sharing the listening socket (1: this one).
     workers: int = 1
+    #: SHUTDOWN_DELAY_MS: how long to keep serving after SIGTERM, not ready,
+    #: before listening stops (so load balancers notice first).
+    shutdown_delay_ms: int = 0
+    #: CLIENT_HEADER_TIMEOUT_MS: a request's headers must be complete this
+    #: long after its first byte.
+    client_header_timeout_ms: int = 10000
+    #: CLIENT_BODY_TIMEOUT_MS: the longest a request body may stall.
+    client_body_timeout_ms: int = 30000
+    #: KEEPALIVE_TIMEOUT_MS: idle keep-alive client connections are closed
+    #: after this long.
+    keepalive_timeout_ms: int = 65000
+    #: CLIENT_MAX_HEADER_BYTES: the largest request header block.
+    client_max_header_bytes: int = 16384
+    #: MAX_CONNECTIONS: open client connections at most.
+    max_connections: int = 10000
+    #: METRICS_PORT: where Prometheus metrics are served (an endpoint
+    #: description), or None for no metrics.
+    metrics_port: Optional[str] = None
 
     def service_named(self, name: str) -> ServiceConfig:
         """
@@ -538,6 +556,11 @@ def _endpoint(text: str) -> str:
         endpoint = serverFromString(MemoryReactor(), description)
     # Endpoint parsers raise anything: ValueError, TypeError, OSError, SSL errors.
     except Exception as error:
+        if description.startswith("systemd:"):
+            raise _Invalid(
+                "systemd passed no socket there (LISTEN_FDS, LISTEN_PID): start the "
+                "gateway through its .socket unit (see contrib/systemd/)"
+            )
         raise _Invalid(
             f"must be a Twisted endpoint description such as {_ENDPOINT_EXAMPLES} "
             f"({_one_line(error)})"
@@ -547,6 +570,13 @@ def _endpoint(text: str) -> str:
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise _Invalid("must have a port from 0 to 65535")
     return description
+
+
+def _optional_endpoint(text: str) -> Optional[str]:
+    """
+    An endpoint description, or nothing when blank.
+    """
+    return _endpoint(text) if text.strip() else None
 
 
 _PROXY_PRESETS: Mapping[str, Tuple[str, ...]] = {
@@ -1218,6 +1248,36 @@ VARIABLES: Tuple[Variable, ...] = (
         "per core (rate limits across workers need RATE_LIMIT_STORE=redis)",
     ),
     Variable(
+        "SHUTDOWN_DELAY_MS", "0", _whole_number(0), "shutdown_delay_ms",
+        "After SIGTERM, keep serving (with /ready answering 503) this long before "
+        "listening stops; about 5000 in Kubernetes, so endpoints update first",
+    ),
+    Variable(
+        "CLIENT_HEADER_TIMEOUT_MS", "10000", _whole_number(1), "client_header_timeout_ms",
+        "A request's headers must be complete this long after its first byte (else 408)",
+    ),
+    Variable(
+        "CLIENT_BODY_TIMEOUT_MS", "30000", _whole_number(1), "client_body_timeout_ms",
+        "The longest a request body may stall (else 408)",
+    ),
+    Variable(
+        "KEEPALIVE_TIMEOUT_MS", "65000", _whole_number(1), "keepalive_timeout_ms",
+        "Idle keep-alive client connections are closed after this long",
+    ),
+    Variable(
+        "CLIENT_MAX_HEADER_BYTES", "16384", _whole_number(1024, 1048576), "client_max_header_bytes",
+        "The largest request header block (else 431)",
+    ),
+    Variable(
+        "MAX_CONNECTIONS", "10000", _whole_number(1), "max_connections",
+        "Open client connections at most; past it new connections are closed at once",
+    ),
+    Variable(
+        "METRICS_PORT", None, _optional_endpoint, "metrics_port",
+        "Serve Prometheus metrics on this endpoint description (e.g. "
+        "tcp:9464:interface=127.0.0.1); off when unset, never the public port",
+    ),
+    Variable(
         "LOG_FORMAT", "text", _choice("text", "json"), "log_format",
         "Log format: text or json (one object a line)",
     ),
@@ -1461,10 +1521,15 @@ def load_config(
     listen = _listen(values, overrides, problems)
     _check_jwt(values, given, problems)
     workers = values.get("WORKERS")
-    if isinstance(workers, int) and workers > 1 and listen is not None and not listen.startswith("tcp"):
+    if (
+        isinstance(workers, int)
+        and workers > 1
+        and listen is not None
+        and not listen.startswith(("tcp", "systemd:"))
+    ):
         problems.append(
-            f"WORKERS={workers}: workers share a plain TCP socket (tcp:...); for TLS "
-            "(ssl:...) or other endpoints run one worker, or terminate TLS in front"
+            f"WORKERS={workers}: workers share a plain TCP socket (tcp:... or systemd:...); "
+            "for TLS (ssl:...) or other endpoints run one worker, or terminate TLS in front"
         )
     if problems:
         raise ConfigError(problems)

@@ -27,6 +27,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from qeetgw.logging import access_event
+from qeetgw.readiness import Readiness
 from qeetgw.config import TrustProxy
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
@@ -116,6 +117,13 @@ class GatewayRequest(Request):
         # A refused body (self.body_refused) is answered by the resource
         # tree's root, below the wrappers that add security and CORS headers.
         super().render(resrc)
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.channel.site.readiness.draining:
+            # Draining: this response is the connection's last, and says so.
+            self.setHeader(b"connection", b"close")
+            self.channel.persistent = False
+        super().write(data)
 
     def processingFailed(self, reason: Failure) -> None:
         """
@@ -223,6 +231,7 @@ class GatewaySite(Site):
         body_limit: Optional[int],
         clock: IReactorTime,
         trust_proxy: TrustProxy = TrustProxy(),
+        readiness: Optional[Readiness] = None,
     ) -> None:
         # Bodies are forwarded as bytes, never parsed into args: that parse
         # costs time and would answer a malformed multipart body with 400
@@ -237,6 +246,9 @@ class GatewaySite(Site):
         self.clock = clock
         #: TRUST_PROXY, for L{qeetgw.clientaddr.client_ip}.
         self.trust_proxy = trust_proxy
+        #: Set to draining when a drain starts: responses then close their
+        #: connections.
+        self.readiness = readiness if readiness is not None else Readiness()
         self.channels: Set[GatewayChannel] = set()
         self.in_flight: Set[GatewayRequest] = set()
         self._drained: Optional[Deferred[None]] = None

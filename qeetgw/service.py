@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
@@ -36,6 +37,8 @@ class GatewayService(Service):
     @param observer: when given, the log observer twistd is to use (set as
         the application's L{ILogObserver} component, the documented hook).
     @param reactor: the reactor to listen with.
+    @param delay: seconds to keep serving after a stop begins, not ready
+        (SHUTDOWN_DELAY_MS), before listening stops.
     @param workers: parts with background work of their own (the token
         verifier's JWKS fetches, the Redis store's connection), started and
         stopped with the service through their C{start} and C{stop}.
@@ -50,6 +53,7 @@ class GatewayService(Service):
         observer: Optional[ILogObserver] = None,
         reactor: Any = None,
         workers: Sequence[Any] = (),
+        delay: float = 0.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -66,6 +70,7 @@ class GatewayService(Service):
         self._grace = grace
         self._observer = observer
         self._workers = tuple(workers)
+        self._delay = delay
         self.port: Optional[IListeningPort] = None
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
@@ -114,14 +119,20 @@ class GatewayService(Service):
     @inlineCallbacks
     def stopService(self) -> Any:  # type: ignore[override]
         """
-        Stop listening, drain in-flight requests, close the pool.
+        Drain in order: not ready at once; keep serving for the shutdown
+        delay (load balancers take a moment to notice); stop listening;
+        let in-flight requests finish within the grace; close the pool.
         """
         super().stopService()
+        self.site.readiness.draining = True
         log.info(
-            "shutting down: {count} requests in flight, grace {grace}s",
+            "draining: not ready; serving {delay}s more, then {count} requests in flight get {grace}s",
+            delay=self._delay,
             count=len(self.site.in_flight),
             grace=self._grace,
         )
+        if self._delay > 0:
+            yield deferLater(self._reactor, self._delay, lambda: None)
         if self.port is not None:
             yield self.port.stopListening()
         yield self.site.drain(self._grace)

@@ -33,6 +33,7 @@ from qeetgw.proxy import ReverseProxyResource
 from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
 from qeetgw.ratelimit.memory import MemoryStore
 from qeetgw.ratelimit.store import Budget, IRateLimitStore
+from qeetgw.readiness import Readiness
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite
@@ -51,6 +52,7 @@ class Gateway:
     upstreams: Upstreams
     verifier: TokenVerifier
     store: IRateLimitStore
+    readiness: Readiness
 
     @property
     def workers(self) -> Tuple[Any, ...]:
@@ -161,12 +163,21 @@ def build_site(
         fail_open=config.rate_limit_fail == "open",
     )
     health = HealthChecker(config.services, probe_client, clock, config.proxy_timeout_ms)
-    own = GatewayApp(config, health, clock, __version__.public(), store.state).resource()
+    readiness = Readiness()
+    own = GatewayApp(
+        config, health, clock, __version__.public(), store.state, readiness
+    ).resource()
     tree = SecurityHeaders(CORS(GatewayRoot(api=api, own=own), cors_policy(config)))
     for warning in startup_warnings(config):
         # (not "warning": twisted.logger reads that field as a Python warning)
         log.warn("configuration: {advice}", advice=warning)
     site = GatewaySite(
-        tree, body_limit=config.body_limit, clock=clock, trust_proxy=config.trust_proxy
+        tree,
+        body_limit=config.body_limit,
+        clock=clock,
+        trust_proxy=config.trust_proxy,
+        readiness=readiness,
     )
-    return Gateway(site=site, upstreams=upstreams, verifier=verifier, store=store)
+    return Gateway(
+        site=site, upstreams=upstreams, verifier=verifier, store=store, readiness=readiness
+    )

@@ -81,7 +81,8 @@ class Supervisor(Service):
     @param count: how many workers.
     @param environ: the workers' environment: the supervisor's plus every
         option given on its command line, as the variable it overrides.
-    @param grace: seconds the workers may take to drain on stop.
+    @param grace: seconds the workers may take to drain on stop (their
+        shutdown delay and grace together).
     """
 
     def __init__(

@@ -133,7 +133,7 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
             config.listen,
             config.workers,
             worker_environment(options.environ, options.overrides()),
-            grace=config.shutdown_grace_ms / 1000,
+            grace=(config.shutdown_delay_ms + config.shutdown_grace_ms) / 1000,
             reactor=reactor,
             observer=observer,
         )
@@ -148,4 +148,5 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
         observer=observer,
         reactor=reactor,
         workers=gateway.workers,
+        delay=config.shutdown_delay_ms / 1000,
     )

@@ -64,6 +64,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         grace=config.shutdown_grace_ms / 1000,
         reactor=reactor,
         workers=gateway.workers,
+        delay=config.shutdown_delay_ms / 1000,
     )
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -1,0 +1,159 @@
+"""
+Restarts that refuse nobody: the drain sequence with /ready, and systemd
+socket activation with a socket handed over as systemd does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.e2e.support import (
+    PROJECT_ROOT,
+    GatewayProcess,
+    exchange,
+    fetch,
+    gateway_environment,
+    listen_upstream,
+    request,
+    spawn_gateway,
+    twistd_command,
+)
+from tests.e2e.upstreams import ScriptedUpstream
+from tests.memory import parse_response
+
+
+def keep_alive_get(path: bytes) -> bytes:
+    """
+    A request that does not ask to close: the server decides.
+    """
+    return b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+class DrainTests(TestCase):
+    """
+    SIGTERM: not ready, serve for the delay, stop listening, finish
+    in-flight requests with Connection: close, exit 0.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_drain_sequence(self) -> Any:
+        upstream = ScriptedUpstream()
+        env = gateway_environment(listen_upstream(self, upstream), SHUTDOWN_DELAY_MS="1500")
+        process = spawn_gateway(self, env)
+        port = yield process.port
+        ready = yield fetch(port, request(b"GET", b"/ready"))
+        self.assertEqual((ready.code, ready.json()["status"]), (200, "ready"))
+        held = upstream.wait_held()
+        in_flight = exchange(port, keep_alive_get(b"/api/v1/orders/slow"))
+        pending = yield held
+        process.terminate()
+        yield deferLater(reactor, 0.4, lambda: None)
+        # Within the delay: not ready, but still serving, each response the
+        # connection's last.
+        draining = yield fetch(port, request(b"GET", b"/ready"))
+        self.assertEqual((draining.code, draining.json()["status"]), (503, "draining"))
+        raw, _ = yield exchange(port, keep_alive_get(b"/api/v1/users/echo"))
+        served = parse_response(raw)[0]
+        self.assertEqual((served.code, served.header(b"connection")), (200, b"close"))
+        # After the delay: no longer listening.
+        yield deferLater(reactor, 1.6, lambda: None)
+        with self.assertRaises(Exception):
+            yield fetch(port, request(b"GET", b"/health"))
+        # The request in flight all along is answered, and closes.
+        pending.setHeader(b"content-length", b"4")
+        pending.write(b"done")
+        pending.finish()
+        raw, _ = yield in_flight
+        finished = parse_response(raw)[0]
+        self.assertEqual((finished.code, finished.body, finished.header(b"connection")), (200, b"done", b"close"))
+        code = yield process.ended
+        self.assertEqual(code, 0, process.text())
+
+
+# Sets LISTEN_PID to its own pid, then becomes twistd (exec keeps the pid),
+# which is what systemd does between fork and exec.
+_AS_SYSTEMD = (
+    "import os, sys\n"
+    "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+    "os.execv(sys.executable, sys.argv[1:])\n"
+)
+
+
+class SocketActivationTests(TestCase):
+    """
+    C{--port systemd:domain=INET:index=0} with a socket passed as systemd
+    passes it.
+    """
+
+    timeout = 60
+
+    def activate(self, listening: socket.socket, upstream_url: str) -> GatewayProcess:
+        process = GatewayProcess()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": PROJECT_ROOT,
+            "LOG_FORMAT": "json",
+            "LISTEN_FDS": "1",
+            # systemd 227 and later name the sockets; Twisted ignores a count
+            # without names.
+            "LISTEN_FDNAMES": "qeetgw.socket",
+            **gateway_environment(upstream_url),
+        }
+        command = [sys.executable, "-c", _AS_SYSTEMD] + twistd_command(
+            "--nodaemon", "--pidfile=", "qeetgw", "--port", "systemd:domain=INET:index=0"
+        )
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        transport = reactor.spawnProcess(
+            process, sys.executable, command, env=env, path=workdir,
+            childFDs={0: "w", 1: "r", 2: "r", 3: listening.fileno()},
+        )
+        def kill() -> Any:
+            if process.ended.called:
+                return None
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass  # it ended meanwhile
+            return process.ended
+
+        self.addCleanup(kill)
+        return process
+
+    @inlineCallbacks
+    def test_serves_and_restarts_without_refusing(self) -> Any:
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(128)
+        self.addCleanup(listening.close)
+        port = listening.getsockname()[1]
+        upstream_url = listen_upstream(self, ScriptedUpstream())
+        first = self.activate(listening, upstream_url)
+        announced = yield first.port
+        self.assertEqual(announced, port)
+        response = yield fetch(port, request(b"GET", b"/api/v1/users/echo"))
+        self.assertEqual(response.code, 200)
+        first.terminate()
+        code = yield first.ended
+        self.assertEqual(code, 0, first.text())
+        # Between the two processes the socket is still open: a client that
+        # connects now waits in the backlog instead of being refused.
+        waiting = exchange(port, request(b"GET", b"/health"), timeout=30)
+        yield deferLater(reactor, 0.2, lambda: None)
+        second = self.activate(listening, upstream_url)
+        yield second.port
+        raw, _ = yield waiting
+        self.assertEqual(parse_response(raw)[0].code, 200)
+        second.terminate()
+        code = yield second.ended
+        self.assertEqual(code, 0, second.text())
