@@ -38,13 +38,12 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -1020,7 +1019,7 @@ def markdown(results: Dict[str, Any]) -> str:
     checks = results["checks"]
     peers = results["peers"]
     lines = [
-        "| scenario | peer | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB | CPU s / 10k req | qeetgw ÷ peer req/s | qeetgw ÷ peer p99 | result |",
+        "| scenario | peer | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | CPU s / 10k req | qeetgw ÷ peer req/s | qeetgw ÷ peer p99 | result |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for scenario in scenarios:
@@ -1304,8 +1303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print()
             print(
                 f"Soak: {soak['seconds']:g} s GET at {c} connections on qeetgw, {fmt(soak['rps'])} req/s; RSS "
-                f"first {soak['first_kib'] / 1024:.1f} MB, last {soak['last_kib'] / 1024:.1f} MB, "
-                f"max {soak['max_kib'] / 1024:.1f} MB ({len(soak['samples_kib'])} samples every {args.soak_every:g} s)"
+                f"first {soak['first_kib'] / 1024:.1f} MiB, last {soak['last_kib'] / 1024:.1f} MiB, "
+                f"max {soak['max_kib'] / 1024:.1f} MiB ({len(soak['samples_kib'])} samples every {args.soak_every:g} s)"
             )
         noisy = [r for r in runs if r.get("other_cpu_share", 0) > 0.25]
         if noisy:

@@ -1,10 +1,18 @@
 """
 Every core: WORKERS gateway processes sharing one listening socket.
 
-The supervisor (the C{twistd qeetgw} process itself when WORKERS > 1) opens
-the listening socket, never accepts on it, and hands it to each worker
-(L{qeetgw.worker}) as a file descriptor; the kernel gives each connection to
-whichever worker accepts first.  A worker that dies is started again (with
+The supervisor (the C{twistd qeetgw} process itself when WORKERS > 1) decides
+the address and starts the workers (L{qeetgw.worker}), each a whole gateway:
+
+- For a C{tcp:} endpoint every worker listens on the same address with
+  C{SO_REUSEPORT}, and the kernel spreads new connections evenly over them.
+  (One shared socket is not enough: Twisted accepts up to a hundred
+  connections per wake-up, so the first worker to wake takes a whole burst
+  and the others idle.)  The supervisor holds the port with a bound socket
+  that does not listen, so it stays ours while workers restart.
+- For C{systemd:} socket activation the socket is systemd's: the supervisor
+  adopts it, never accepts on it, and hands it to each worker as a file
+  descriptor.  A worker that dies is started again (with
 a backoff, so a worker that cannot start does not spin); on SIGTERM or
 SIGINT every worker is asked to drain and the supervisor waits for them,
 then exits 0.
@@ -16,6 +24,7 @@ worker unless RATE_LIMIT_STORE=redis.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Any, Dict, Mapping, Optional
 
@@ -29,7 +38,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from qeetgw.worker import FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+from qeetgw.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
 
 log = Logger()
 
@@ -105,7 +114,10 @@ class Supervisor(Service):
         self._environ = dict(environ)
         self._grace = grace
         self._observer = observer
+        #: The shared socket, for systemd: endpoints only.
         self.port: Optional[IListeningPort] = None
+        self._holder: Optional[socket.socket] = None
+        self._address: Any = None
         self.workers: Dict[int, _Worker] = {}
         self.restarts = 0
         self._failures: Dict[int, int] = {}
@@ -126,8 +138,8 @@ class Supervisor(Service):
         """
         super().startService()
         try:
-            # Listen through the endpoint (interface, backlog and IPv6 as the
-            # description says), then stop accepting: the workers accept.
+            # Listen through the endpoint (interface, IPv6, an inherited
+            # systemd socket: as the description says), then stop accepting.
             port = yield serverFromString(self.reactor, self._listen).listen(Factory.forProtocol(Protocol))
         except Exception as error:
             log.critical("cannot listen on {endpoint}: {error}", endpoint=self._listen, error=str(error))
@@ -135,8 +147,14 @@ class Supervisor(Service):
             self.reactor.stop()
             return
         port.stopReading()
-        self.port = port
         address = port.getHost()
+        if self._listen.startswith("systemd:"):
+            self.port = port
+        else:
+            # Trade the probe for a port-holding SO_REUSEPORT socket.
+            yield port.stopListening()
+            self._holder = _reserve(address.host, address.port)
+        self._address = address
         log.info(
             "qeetgw listening on {host}:{port} with {workers} workers",
             host=address.host,
@@ -149,11 +167,17 @@ class Supervisor(Service):
 
     def _spawn(self, index: int) -> None:
         """
-        Start worker C{index} on the shared socket.
+        Start worker C{index}.
         """
-        assert self.port is not None
-        family = "INET6" if ":" in self.port.getHost().host else "INET"
+        family = "INET6" if ":" in self._address.host else "INET"
         environ = {**self._environ, FAMILY_VARIABLE: family, INDEX_VARIABLE: str(index)}
+        # Logs go where the supervisor's go.
+        child_fds: Dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        if self.port is not None:
+            # The shared (systemd) socket goes on SOCKET_FD.
+            child_fds[SOCKET_FD] = self.port.fileno()
+        else:
+            environ[ADDRESS_VARIABLE] = f"{self._address.host} {self._address.port}"
         worker = _Worker(self, index)
         self.reactor.spawnProcess(
             worker,
@@ -161,8 +185,7 @@ class Supervisor(Service):
             [sys.executable, "-m", "qeetgw.worker"],
             env=environ,
             path=os.getcwd(),
-            # Logs go where the supervisor's go; the socket goes on SOCKET_FD.
-            childFDs={0: "w", 1: 1, 2: 2, SOCKET_FD: self.port.fileno()},
+            childFDs=child_fds,
         )
         self.workers[index] = worker
         log.info("started worker {worker} (pid {pid})", worker=index, pid=worker.pid)
@@ -216,10 +239,24 @@ class Supervisor(Service):
         yield DeferredList([worker.ended for worker in workers])
         if killer.active():
             killer.cancel()
+        if self._holder is not None:
+            self._holder.close()
         # As GatewayService: an orderly stop is exit 0, not "killed by SIGTERM".
         if getattr(self.reactor, "_exitSignal", None) is not None:
             self.reactor._exitSignal = None
         log.info("all workers stopped")
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """
+    A socket bound to C{host:port} with C{SO_REUSEPORT}, not listening: it
+    keeps the port for the workers' own C{SO_REUSEPORT} listeners.
+    """
+    holder = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    return holder
 
 
 def worker_environment(environ: Mapping[str, str], overrides: Mapping[str, str]) -> Dict[str, str]:

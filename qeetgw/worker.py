@@ -2,8 +2,9 @@
 One worker of a multi-process gateway (WORKERS > 1): a whole gateway that
 serves on a listening socket its supervisor opened and handed down.
 
-Run by L{qeetgw.supervisor}, never by hand: the supervisor passes the socket
-as file descriptor L{SOCKET_FD} and the address family in
+Run by L{qeetgw.supervisor}, never by hand.  The supervisor passes where to
+listen — an address to bind with C{SO_REUSEPORT} in C{QEETGW_LISTEN_ADDRESS},
+or a shared socket as file descriptor L{SOCKET_FD} — the address family in
 C{QEETGW_LISTEN_FAMILY}, and every C{twistd qeetgw} option as the
 environment variable it overrides, so the worker builds the same L{Config}.
 """
@@ -27,6 +28,8 @@ from qeetgw.site import build_site
 SOCKET_FD = 3
 #: The environment variable naming the socket's family (C{INET}, C{INET6}).
 FAMILY_VARIABLE = "QEETGW_LISTEN_FAMILY"
+#: The environment variable with the address to listen on ("host port").
+ADDRESS_VARIABLE = "QEETGW_LISTEN_ADDRESS"
 #: The environment variable carrying the worker's number, for its logs.
 INDEX_VARIABLE = "QEETGW_WORKER"
 
@@ -56,9 +59,12 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
 
     globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
     family = socket.AF_INET6 if environ.get(FAMILY_VARIABLE) == "INET6" else socket.AF_INET
+    address = environ.get(ADDRESS_VARIABLE)
+    # The endpoint adopts a duplicate of the descriptor and closes this one.
+    descriptor = _listen_reusing(address, family) if address else SOCKET_FD
     gateway = build_site(config, reactor)
     service = GatewayService(
-        AdoptedStreamServerEndpoint(reactor, SOCKET_FD, family),
+        AdoptedStreamServerEndpoint(reactor, descriptor, family),
         gateway.site,
         gateway.upstreams.pool,
         grace=config.shutdown_grace_ms / 1000,
@@ -71,6 +77,22 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     log.info("worker {worker} serving (pid {pid})", worker=index, pid=os.getpid())
     reactor.run()
     sys.exit(0)
+
+
+def _listen_reusing(address: str, family: socket.AddressFamily) -> int:
+    """
+    The descriptor of a non-blocking socket listening on C{address}
+    ("host port") with C{SO_REUSEPORT}, beside the other workers' on the
+    same address.  The caller owns the descriptor.
+    """
+    host, port = address.rsplit(" ", 1)
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listening.bind((host, int(port)))
+    listening.listen(socket.SOMAXCONN)
+    listening.setblocking(False)
+    return listening.detach()
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ class SocketActivationTests(TestCase):
 
     timeout = 60
 
-    def activate(self, listening: socket.socket, upstream_url: str) -> GatewayProcess:
+    def activate(self, listening: socket.socket, upstream_url: str, *options: str) -> GatewayProcess:
         process = GatewayProcess()
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -110,7 +110,7 @@ class SocketActivationTests(TestCase):
             **gateway_environment(upstream_url),
         }
         command = [sys.executable, "-c", _AS_SYSTEMD] + twistd_command(
-            "--nodaemon", "--pidfile=", "qeetgw", "--port", "systemd:domain=INET:index=0"
+            "--nodaemon", "--pidfile=", "qeetgw", "--port", "systemd:domain=INET:index=0", *options
         )
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
@@ -157,3 +157,24 @@ class SocketActivationTests(TestCase):
         second.terminate()
         code = yield second.ended
         self.assertEqual(code, 0, second.text())
+
+    @inlineCallbacks
+    def test_workers_share_the_systemd_socket(self) -> Any:
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(128)
+        self.addCleanup(listening.close)
+        port = listening.getsockname()[1]
+        process = self.activate(listening, listen_upstream(self, ScriptedUpstream()), "--workers", "2")
+        announced = yield process.port
+        self.assertEqual(announced, port)
+        for _ in range(50):
+            if len([e for e in process.events() if e.get("namespace") == "qeetgw.worker"]) == 2:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        for _ in range(5):
+            response = yield fetch(port, request(b"GET", b"/api/v1/users/echo"))
+            self.assertEqual(response.code, 200)
+        process.terminate()
+        code = yield process.ended
+        self.assertEqual(code, 0, process.text())
