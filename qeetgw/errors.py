@@ -44,11 +44,15 @@ class GatewayError(Exception):
         self.status = status if status is not None else STATUS_FOR_CODE[code]
 
 
+# Made once: json.dumps with keyword arguments builds an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> bytes:
     """
     JSON as Express's C{res.json} writes it: compact, UTF-8.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def envelope(code: str, message: str, correlation_id: Optional[str]) -> bytes:

@@ -57,11 +57,16 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
     )
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _json_safe(value: Any) -> Any:
     """
     C{value} if JSON can carry it, else its text.
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if type(value) in _PLAIN:  # the common case, without isinstance chains
+        return value
+    if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, bytes):
         return value.decode("latin-1")
@@ -131,6 +136,11 @@ def event_as_json(event: LogEvent) -> Dict[str, Any]:
     return record
 
 
+# One encoder, made once: json.dumps with any keyword argument builds a new
+# JSONEncoder for every call, and this runs for every request.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 @implementer(ILogObserver)
 class JSONLinesObserver:
     """
@@ -151,7 +161,7 @@ class JSONLinesObserver:
 
     def __call__(self, event: LogEvent) -> None:
         try:
-            line = json.dumps(event_as_json(event), ensure_ascii=False)
+            line = _ENCODER.encode(event_as_json(event))
         except Exception as error:  # never let a log line take the server down
             line = json.dumps({"message": "unloggable event", "error": str(error)})
         self._out.write(line + "\n")

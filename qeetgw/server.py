@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Optional, Set
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -179,6 +179,15 @@ class GatewayChannel(HTTPChannel):
         # These three are the channel's record of the request line; the
         # request itself only learns them when the whole body has arrived.
         request.requestReceived(self._command, self._path, self._version)
+
+    _host: Optional[IAddress] = None
+
+    def getHost(self) -> IAddress:
+        # The local address of a connection never changes; the transport
+        # asks the kernel (getsockname) on every call, once per request.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
