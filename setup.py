@@ -28,6 +28,9 @@ setup(
         "pyopenssl>=24.2.1",
         "incremental>=24.7.2",
         "attrs>=23.1.0",
+        # Prometheus metrics (METRICS_PORT): the exposition format, the
+        # process collector, and a twisted.web MetricsResource to serve it.
+        "prometheus_client>=0.20.0",
     ],
     extras_require={
         # trial comes with twisted; the tests make their certificates with

@@ -702,6 +702,7 @@ class JWKSKeySource:
         refresh_interval_s: float,
         timeout_s: float,
         on_keys_withdrawn: Optional[Callable[[], None]] = None,
+        on_fetch: Optional[Callable[[str], None]] = None,
     ) -> None:
         """
         @param url: the JWKS URL.
@@ -713,6 +714,8 @@ class JWKSKeySource:
         @param timeout_s: the longest a fetch may take, body included.
         @param on_keys_withdrawn: called when a fetch finds that a key we
             had is gone, so tokens it verified can be forgotten.
+        @param on_fetch: called with C{"success"} or C{"failure"} as each
+            fetch ends (the metrics count them).
         """
         self.algorithms: FrozenSet[str] = frozenset(algorithms)
         if not self.algorithms <= frozenset(ASYMMETRIC_ALGORITHMS):
@@ -723,6 +726,7 @@ class JWKSKeySource:
         self._refresh_interval_s = refresh_interval_s
         self._timeout_s = timeout_s
         self._on_keys_withdrawn = on_keys_withdrawn
+        self._on_fetch = on_fetch
         self._keys: Tuple[_PublicKey, ...] = ()
         self._loaded = False
         self._last_attempt: Optional[float] = None
@@ -910,6 +914,8 @@ class JWKSKeySource:
         """
         Use C{keys} from now on; report keys withdrawn since the last set.
         """
+        if self._on_fetch is not None:
+            self._on_fetch("success")
         before = {key.fingerprint for key in self._keys}
         after = {key.fingerprint for key in keys}
         withdrawn = before - after
@@ -935,6 +941,8 @@ class JWKSKeySource:
         """
         Log why a fetch failed; keep the keys there were.
         """
+        if self._on_fetch is not None:
+            self._on_fetch("failure")
         error = _describe_fetch_failure(failure, self._timeout_s)
         if error is None:
             _log.failure("JWKS fetch from {url} failed unexpectedly", failure, url=self._url)
@@ -1004,6 +1012,7 @@ class TokenVerifier:
         config: Config,
         clock: IReactorTime,
         jwks_client: Optional[JWKSClient] = None,
+        on_jwks_fetch: Optional[Callable[[str], None]] = None,
     ) -> None:
         """
         @param config: JWT_* settings are read from it.
@@ -1013,6 +1022,8 @@ class TokenVerifier:
             default one made with L{make_jwks_client} on C{clock}, which
             must then be a reactor.  Pass one built with a TLS policy for an
             https JWKS on a private CA.
+        @param on_jwks_fetch: called with each JWKS fetch's outcome
+            (C{"success"} or C{"failure"}), for the metrics.
 
         @raise ValueError: for a secret shorter than 32 bytes.
         @raise TypeError: when a JWKS client is needed and C{clock} cannot
@@ -1049,6 +1060,7 @@ class TokenVerifier:
                 refresh_interval_s=config.jwt_jwks_refresh_ms / 1000,
                 timeout_s=config.proxy_timeout_ms / 1000,
                 on_keys_withdrawn=self._cache.clear,
+                on_fetch=on_jwks_fetch,
             )
             sources.append(self._jwks)
         # Each algorithm maps to one source: the families never mix.

@@ -16,7 +16,7 @@ JWTGuard: the resource wrapper that asks for a valid token on /api/*.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -29,6 +29,9 @@ from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
 from qeetgw.paths import target_of
 from qeetgw.wrapping import Wrapper, render_when
+
+if TYPE_CHECKING:
+    from qeetgw.metrics import Metrics
 
 log = Logger()
 
@@ -103,6 +106,7 @@ class JWTGuard(Wrapper):
     @param verifier: verifies tokens.
     @param require_auth: whether a request without a token is refused.
     @param public_paths: the paths that need no token.
+    @param metrics: where 401s are counted by reason; L{None} counts nothing.
     """
 
     def __init__(
@@ -111,8 +115,10 @@ class JWTGuard(Wrapper):
         verifier: Verifier,
         require_auth: bool,
         public_paths: Iterable[str],
+        metrics: "Optional[Metrics]" = None,
     ) -> None:
         super().__init__(wrapped)
+        self._metrics = metrics
         self._verifier = verifier
         self._require_auth = require_auth
         self._public = public_path_segments(public_paths)
@@ -129,6 +135,8 @@ class JWTGuard(Wrapper):
         token = bearer_token(request)
         if token is None:
             if self._require_auth:
+                if self._metrics is not None:
+                    self._metrics.auth_failure("missing")
                 return _unauthorized(request, "Authentication required", b"Bearer")
             return self.render_wrapped(request)
         return render_when(
@@ -152,6 +160,8 @@ class JWTGuard(Wrapper):
                 reason=result.value.reason,
                 correlation_id=correlation_id(request),
             )
+            if self._metrics is not None:
+                self._metrics.auth_failure(result.value.reason)
             return _unauthorized(
                 request, "Invalid or expired token", b'Bearer error="invalid_token"'
             )

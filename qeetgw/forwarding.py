@@ -11,6 +11,8 @@ from typing import FrozenSet, Optional
 
 from twisted.web.http_headers import Headers
 
+from qeetgw.tracecontext import TRACEPARENT, TRACESTATE, TraceContext
+
 #: Hop-by-hop fields (RFC 9110 section 7.6.1): they describe one connection
 #: and are never forwarded, in either direction.
 HOP_BY_HOP: FrozenSet[bytes] = frozenset(
@@ -74,6 +76,7 @@ def upstream_request_headers(
     proto: bytes,
     correlation_id: str,
     peer_trusted: bool = False,
+    trace: Optional[TraceContext] = None,
 ) -> Headers:
     """
     The headers to send upstream for a client request with headers
@@ -85,6 +88,9 @@ def upstream_request_headers(
     believed what came before it).  X-Forwarded-Proto and X-Forwarded-Host
     are the scheme and Host the peer used — or, when the peer is a trusted
     proxy (C{peer_trusted}), the values it passed on from its own client.
+    With C{trace}, C{traceparent} names the gateway's span as the parent
+    and C{tracestate} goes as received only when the trace was continued
+    (L{qeetgw.tracecontext}); without it both go as the client sent them.
     """
     headers = _copy_end_to_end(client, _REPLACED_UPSTREAM)
     cid = correlation_id.encode("ascii")
@@ -100,6 +106,13 @@ def upstream_request_headers(
     host = forwarded_host or client.getRawHeaders(b"host")
     if host:
         headers.setRawHeaders(b"x-forwarded-host", [host[0]])
+    if trace is not None:
+        headers.setRawHeaders(TRACEPARENT, [trace.traceparent()])
+        if trace.tracestate:
+            headers.setRawHeaders(TRACESTATE, list(trace.tracestate))
+        else:
+            # A tracestate without a valid traceparent belongs to no trace.
+            headers.removeHeader(TRACESTATE)
     return headers
 
 

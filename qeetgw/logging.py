@@ -3,7 +3,8 @@ Access-log events and the log observers.
 
 Each finished request is one event, with its fields as data: C{method},
 C{path}, C{status}, C{duration_ms}, C{bytes_sent}, C{correlation_id},
-C{client_ip}, C{service} and C{upstream_status}.  The text observer renders
+C{client_ip}, C{service}, C{upstream_status} and C{trace_id} (the W3C trace the
+request belongs to, see L{qeetgw.tracecontext}).  The text observer renders
 its format string for people; the JSON observer writes one JSON object a line
 for log shippers (not twisted's RFC 7464 records).
 """
@@ -27,13 +28,14 @@ from zope.interface import implementer
 
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
+from qeetgw.tracecontext import trace_of
 
 access_log = Logger(namespace="qeetgw.access")
 
 _ACCESS_FORMAT = (
     "{method} {path} {status} {duration_ms}ms {bytes_sent}B"
     " service={service} upstream_status={upstream_status}"
-    " client={client_ip} correlation_id={correlation_id}"
+    " client={client_ip} correlation_id={correlation_id} trace_id={trace_id}"
 )
 
 
@@ -54,6 +56,7 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
         client_ip=client_ip(request),
         service=getattr(request, "qeetgw_service", None),
         upstream_status=getattr(request, "qeetgw_upstream_status", None),
+        trace_id=trace_of(request).trace_id,
     )
 
 

@@ -17,7 +17,7 @@ treq stays for the health probes, where none of that matters.
 
 from __future__ import annotations
 
-from typing import IO, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -39,6 +39,10 @@ from qeetgw.errors import GatewayError, not_found, render_error, write_error
 from qeetgw.forwarding import client_response_headers, upstream_request_headers
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.routes import Route, RouteTable
+from qeetgw.tracecontext import trace_of
+
+if TYPE_CHECKING:
+    from qeetgw.metrics import Metrics, ServiceMetrics
 
 log = Logger()
 
@@ -121,9 +125,15 @@ class _StreamToClient(Protocol):
     stays bounded whatever the body's size.
     """
 
-    def __init__(self, request: IRequest, finished: "Deferred[None]") -> None:
+    def __init__(
+        self,
+        request: IRequest,
+        finished: "Deferred[None]",
+        metrics: "Optional[ServiceMetrics]" = None,
+    ) -> None:
         self._request = request
         self._finished = finished
+        self._metrics = metrics
         self.client_gone = False
 
     def connectionMade(self) -> None:
@@ -151,6 +161,8 @@ class _StreamToClient(Protocol):
                     reason=reason.getErrorMessage(),
                     correlation_id=correlation_id(request),
                 )
+                if self._metrics is not None:
+                    self._metrics.upstream_error("reset")
                 abort_client(request)
         self._finished.callback(None)
 
@@ -184,14 +196,22 @@ class ReverseProxyResource(Resource):
         keep-alive pool; anything providing L{IAgent} in tests).
     @param clock: the clock for the proxy timeout.
     @param timeout: seconds an upstream may take to start its response.
+    @param metrics: where to count upstream times, errors and requests in
+        flight; L{None} counts nothing.
     """
 
     isLeaf = True
 
     def __init__(
-        self, routes: RouteTable, agent: IAgent, clock: IReactorTime, timeout: float
+        self,
+        routes: RouteTable,
+        agent: IAgent,
+        clock: IReactorTime,
+        timeout: float,
+        metrics: "Optional[Metrics]" = None,
     ) -> None:
         super().__init__()
+        self._metrics = metrics
         self._routes = routes
         self._agent = agent
         self._clock = clock
@@ -229,7 +249,10 @@ class ReverseProxyResource(Resource):
             proto=b"https" if request.isSecure() else b"http",
             correlation_id=correlation_id(request),
             peer_trusted=peer_is_trusted(request),
+            trace=trace_of(request),
         )
+        metrics = self._metrics.service(route.service.name) if self._metrics is not None else None
+        sent_at = self._clock.seconds()
         try:
             answered = self._agent.request(
                 request.method, url, headers, body_producer(request.content, self._cooperator)
@@ -250,9 +273,16 @@ class ReverseProxyResource(Resource):
             else:
                 answered.cancel()
 
-        request.notifyFinish().addErrback(client_gone)
+        request_over = request.notifyFinish().addErrback(client_gone)
+        if metrics is not None:
+            in_flight = metrics.in_flight
+            in_flight.inc()
+            # However the request ends (answered, failed, client gone).
+            request_over.addBoth(lambda _: in_flight.dec())
 
         def relay(response: IResponse) -> "Deferred[None]":
+            if metrics is not None:
+                metrics.time_to_first_byte.observe(self._clock.seconds() - sent_at)
             note_upstream(request, route.service.name, response.code)
             request.setResponseCode(response.code, response.phrase)
             # The upstream's fields win over any of ours set so far (as with
@@ -273,21 +303,29 @@ class ReverseProxyResource(Resource):
                 b"x-correlation-id", [correlation_id(request).encode("ascii")]
             )
             finished: Deferred[None] = Deferred()
-            protocol = _StreamToClient(request, finished)
+            protocol = _StreamToClient(request, finished, metrics)
             streaming.append(protocol)
             response.deliverBody(protocol)
             return finished
 
         answered.addCallback(relay)
-        answered.addErrback(self._failed, request, route)
+        answered.addErrback(self._failed, request, route, metrics)
 
-    def _failed(self, reason: Failure, request: IRequest, route: Route) -> None:
+    def _failed(
+        self,
+        reason: Failure,
+        request: IRequest,
+        route: Route,
+        metrics: "Optional[ServiceMetrics]" = None,
+    ) -> None:
         """
         Answer C{request} with the error C{reason} maps to, unless the
         client is already gone.
         """
         if getattr(request, "_disconnected", False):
             return  # cancelled because the client left: nobody to answer
+        if metrics is not None:
+            metrics.upstream_error(upstream_error_kind(reason))
         name = route.service.name
         if reason.check(UpstreamTimeout):
             error = GatewayError(
@@ -327,6 +365,36 @@ def _timed_out(result: object, timeout: float) -> Failure:
     L{UpstreamTimeout}, so it is not mistaken for a client going away.
     """
     return Failure(UpstreamTimeout(timeout))
+
+
+def upstream_error_kind(reason: Failure) -> str:
+    """
+    The kind of an upstream failure, for the metrics: C{timeout} (no
+    response within the proxy timeout), C{connect} (no connection: refused,
+    unreachable, DNS), C{tls} (the TLS handshake or session failed),
+    C{reset} (the connection broke before or during the response), or
+    C{other}.
+    """
+    from OpenSSL.SSL import Error as TLSError
+    from twisted.web._newclient import (
+        RequestTransmissionFailed,
+        ResponseFailed,
+        ResponseNeverReceived,
+    )
+
+    if reason.check(UpstreamTimeout):
+        return "timeout"
+    if reason.check(ConnectError, DNSLookupError):
+        return "connect"
+    if reason.check(TLSError):
+        return "tls"
+    if reason.check(ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed):
+        # These wrap the failures that broke the connection.
+        inner = getattr(reason.value, "reasons", None) or []
+        if any(isinstance(each, Failure) and each.check(TLSError) for each in inner):
+            return "tls"
+        return "reset"
+    return "other"
 
 
 def _is_unreachable(reason: Failure) -> bool:

@@ -9,11 +9,15 @@ chain of concerns is visible.
                            target; then by the raw path:
             /api/...         RateLimitGuard -> JWTGuard -> ReverseProxyResource
             everything else  the Klein app: /health, /health/services, /info
+
+With METRICS_PORT (or a L{Metrics} passed in) the site is a L{MeteredSite}
+and the guards and the proxy count into one L{Metrics}; a
+L{MetricsListener} serves them on their own port.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 from treq.client import HTTPClient
@@ -29,6 +33,8 @@ from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
 from qeetgw.health import HealthChecker
+from qeetgw.metrics import ABORTED, GATEWAY, NO_ROUTE, Metrics, MetricsListener, status_class
+from qeetgw.paths import BadTarget, target_of
 from qeetgw.proxy import ReverseProxyResource
 from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
 from qeetgw.ratelimit.memory import MemoryStore
@@ -36,7 +42,7 @@ from qeetgw.ratelimit.store import Budget, IRateLimitStore
 from qeetgw.readiness import Readiness
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
-from qeetgw.server import GatewaySite
+from qeetgw.server import GatewaySite, GatewayRequest
 
 log = Logger()
 
@@ -53,6 +59,10 @@ class Gateway:
     verifier: TokenVerifier
     store: IRateLimitStore
     readiness: Readiness
+    #: What is counted, when metrics are on.
+    metrics: Optional[Metrics] = None
+    #: The metrics listener, when METRICS_PORT is set.
+    metrics_listener: Optional[MetricsListener] = None
 
     @property
     def workers(self) -> Tuple[Any, ...]:
@@ -60,7 +70,69 @@ class Gateway:
         The parts started and stopped with the service (their C{start} and
         C{stop}).
         """
+        if self.metrics_listener is not None:
+            return (self.verifier, self.store, self.metrics_listener)
         return (self.verifier, self.store)
+
+
+class MeteredSite(GatewaySite):
+    """
+    A L{GatewaySite} that also counts each request (service, method, status
+    class, duration) into C{metrics}.
+
+    Why here: the site's C{log} runs exactly once per request, finished or
+    cut off, with the request's final status, which is what the requests
+    counter and duration histogram need.  Overriding it in a subclass keeps
+    the counting out of the server module and out of the log path (no
+    global log observer that every gateway in a process would share, and no
+    module-level hook), and costs nothing when metrics are off because the
+    plain L{GatewaySite} is used then.
+
+    @param metrics: where to count.
+    @param routes: the route table, to name the service of an /api request
+        refused before it was routed (a 401 or 429).
+    """
+
+    def __init__(self, *args: Any, metrics: Metrics, routes: RouteTable, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metrics = metrics
+        self._routes = routes
+        metrics.watch_connections(self)
+
+    def log(self, request: GatewayRequest, finished: bool = True) -> None:  # type: ignore[override]
+        """
+        Emit the access event (L{GatewaySite.log}), then count the request,
+        once.
+        """
+        super().log(request, finished)
+        if getattr(request, "_qeetgw_counted", False):
+            return
+        request._qeetgw_counted = True  # type: ignore[attr-defined]
+        now = self.clock.seconds()
+        self.metrics.request_done(
+            self.service_label(request),
+            getattr(request, "method", None),
+            status_class(request.code) if finished else ABORTED,
+            now - getattr(request, "started", now),
+        )
+
+    def service_label(self, request: GatewayRequest) -> str:
+        """
+        The bounded service label of C{request}: the service it was (or
+        would have been) forwarded to, L{NO_ROUTE} for an /api path that no
+        route matches, L{GATEWAY} for the gateway's own endpoints.
+        """
+        service = getattr(request, "qeetgw_service", None)
+        if service is not None:
+            return service
+        path = getattr(request, "path", None) or b""
+        if path != b"/api" and not path.startswith(b"/api/"):
+            return GATEWAY
+        try:
+            matched = self._routes.match(target_of(request).path)
+        except BadTarget:
+            return NO_ROUTE
+        return matched[0].service.name if matched is not None else NO_ROUTE
 
 
 def cors_policy(config: Config) -> CORSPolicy:
@@ -131,6 +203,7 @@ def build_site(
     reactor: Any,
     upstreams: Optional[Upstreams] = None,
     clock: Optional[IReactorTime] = None,
+    metrics: Optional[Metrics] = None,
 ) -> Gateway:
     """
     The gateway for C{config}.
@@ -140,27 +213,39 @@ def build_site(
         not given (tests pass an in-memory agent).
     @param clock: the clock for timeouts, token times and durations;
         C{reactor} when not given.
+    @param metrics: where to count; made when METRICS_PORT is set and none
+        is given.  With neither, nothing is counted.
     """
     clock = clock if clock is not None else reactor
+    if metrics is None and config.metrics_port is not None:
+        metrics = Metrics()
     if upstreams is None:
         upstreams = make_upstreams(config, reactor)
     # Health probes and JWKS fetches go through treq on the forwarding
     # agent: the same pool and the same TLS verification as proxied requests.
     probe_client = HTTPClient(upstreams.agent)
-    verifier = TokenVerifier(config, clock, probe_client)
+    verifier = TokenVerifier(
+        config,
+        clock,
+        probe_client,
+        on_jwks_fetch=metrics.jwks_fetch if metrics is not None else None,
+    )
+    routes = RouteTable.from_services(config.services)
     proxy = ReverseProxyResource(
-        RouteTable.from_services(config.services),
+        routes,
         upstreams.agent,
         clock,
         config.proxy_timeout_ms / 1000,
+        metrics=metrics,
     )
     store = make_store(config, reactor, clock)
     api = RateLimitGuard(
-        JWTGuard(proxy, verifier, config.require_auth, config.public_paths),
+        JWTGuard(proxy, verifier, config.require_auth, config.public_paths, metrics=metrics),
         make_limiter(config, store, verifier),
         config.rate_limit_message,
         config.rate_limit_headers,
         fail_open=config.rate_limit_fail == "open",
+        metrics=metrics,
     )
     health = HealthChecker(config.services, probe_client, clock, config.proxy_timeout_ms)
     readiness = Readiness()
@@ -171,13 +256,26 @@ def build_site(
     for warning in startup_warnings(config):
         # (not "warning": twisted.logger reads that field as a Python warning)
         log.warn("configuration: {advice}", advice=warning)
-    site = GatewaySite(
-        tree,
+    site_options: Dict[str, Any] = dict(
         body_limit=config.body_limit,
         clock=clock,
         trust_proxy=config.trust_proxy,
         readiness=readiness,
     )
+    site = (
+        GatewaySite(tree, **site_options)
+        if metrics is None
+        else MeteredSite(tree, metrics=metrics, routes=routes, **site_options)
+    )
+    listener = None
+    if metrics is not None and config.metrics_port is not None:
+        listener = MetricsListener(config.metrics_port, metrics.registry, reactor)
     return Gateway(
-        site=site, upstreams=upstreams, verifier=verifier, store=store, readiness=readiness
+        site=site,
+        upstreams=upstreams,
+        verifier=verifier,
+        store=store,
+        readiness=readiness,
+        metrics=metrics,
+        metrics_listener=listener,
     )

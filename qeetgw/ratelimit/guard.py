@@ -11,7 +11,7 @@ own endpoints.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -27,6 +27,9 @@ from qeetgw.paths import target_of
 from qeetgw.ratelimit.store import Algorithm, Budget, Count, IRateLimitStore, StoreUnavailable
 from qeetgw.ratelimit.windows import Decision, HeaderStyle, decide_fixed, decide_sliding, rate_limit_headers
 from qeetgw.wrapping import Wrapper, render_when
+
+if TYPE_CHECKING:
+    from qeetgw.metrics import Metrics
 
 log = Logger()
 
@@ -121,6 +124,8 @@ class RateLimitGuard(Wrapper):
     @param header_style: RATE_LIMIT_HEADERS.
     @param fail_open: RATE_LIMIT_FAIL=open: when the store cannot count,
         let requests through (the store logs the outage once); else 503.
+    @param metrics: where 429s (by budget) and store errors are counted;
+        L{None} counts nothing.
     """
 
     def __init__(
@@ -130,8 +135,10 @@ class RateLimitGuard(Wrapper):
         message: str,
         header_style: HeaderStyle,
         fail_open: bool,
+        metrics: "Optional[Metrics]" = None,
     ) -> None:
         super().__init__(wrapped)
+        self._metrics = metrics
         self._limiter = limiter
         self._message = message
         self._header_style = header_style
@@ -145,6 +152,8 @@ class RateLimitGuard(Wrapper):
 
     def _decided(self, request: IRequest, result: Any) -> Any:
         if isinstance(result, Failure):
+            if self._metrics is not None:
+                self._metrics.ratelimit_store_errors.inc()
             if not result.check(StoreUnavailable):
                 log.failure("rate limiting failed", failure=result, correlation_id=correlation_id(request))
             if self._fail_open:
@@ -160,5 +169,7 @@ class RateLimitGuard(Wrapper):
             headers.setRawHeaders(name, [value])
         if decision.allowed:
             return self.render_wrapped(request)
+        if self._metrics is not None:
+            self._metrics.rate_limited_by(decision.budget.name)
         request.setHeader(b"retry-after", b"%d" % (decision.retry_after_s,))
         return render_error(request, GatewayError("TOO_MANY_REQUESTS", self._message))

@@ -1,0 +1,336 @@
+"""
+Prometheus metrics: what the gateway counts, and the listener that serves
+them (METRICS_PORT, never the public port).
+
+Every metric lives in a L{CollectorRegistry} of our own rather than
+prometheus_client's global one, so two gateways in one process (the tests)
+never count into each other, and a scrape shows only what we chose.
+
+Labels are bounded: a service name (from configuration), C{gateway} for the
+gateway's own endpoints, C{none} for an /api path no route matches; a
+method from a fixed set, else C{OTHER}; a status class; a budget name (from
+configuration); a fixed set of error kinds and token-refusal reasons.  Never
+a raw path or a user id.
+
+The hot path takes label children bound once (a dictionary look-up per
+request, not prometheus_client's C{labels()} with its lock and argument
+checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.twisted import MetricsResource
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+log = Logger()
+
+#: The methods counted by name; any other is C{OTHER}.
+METHODS: Dict[Any, str] = {
+    method: method.decode("ascii")
+    for method in (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+}
+#: The service label of the gateway's own endpoints (/health, /ready, ...).
+GATEWAY = "gateway"
+#: The service label of an /api request that no route matches.
+NO_ROUTE = "none"
+#: The status class of a request cut off before its response was complete.
+ABORTED = "aborted"
+
+#: The kinds of upstream error counted.
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "reset", "tls", "other")
+
+#: L{qeetgw.auth.TokenRejected} reasons, as label values.  A reason not
+#: listed (a future one) is counted as C{other}; C{missing} is a request
+#: without a token where one is required.
+AUTH_REASONS: Dict[str, str] = {
+    "expired": "expired",
+    "not yet valid": "not_yet_valid",
+    "issued in the future": "issued_in_future",
+    "missing exp": "missing_exp",
+    "wrong issuer": "wrong_issuer",
+    "wrong audience": "wrong_audience",
+    "wrong token type": "wrong_token_type",
+    "refresh token": "refresh_token",
+    "algorithm not allowed": "algorithm_not_allowed",
+    "bad signature": "bad_signature",
+    "key refused": "key_refused",
+    "malformed token": "malformed",
+    "unknown key id": "unknown_key",
+    "keys unavailable": "keys_unavailable",
+}
+MISSING_TOKEN = "missing"
+_AUTH_LABELS = frozenset(AUTH_REASONS.values()) | {MISSING_TOKEN, "other"}
+
+#: Request durations: from a fast cached 401 to the proxy timeout's reach.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def status_class(code: Any) -> str:
+    """
+    C{"2xx"} and so on for an HTTP status code; C{"other"} outside 100-599.
+    """
+    if isinstance(code, int) and 100 <= code < 600:
+        return "%dxx" % (code // 100)
+    return "other"
+
+
+def auth_reason_label(reason: str) -> str:
+    """
+    The label of a L{qeetgw.auth.TokenRejected} reason (C{malformed header}
+    and the like fold into C{malformed}).
+    """
+    label = AUTH_REASONS.get(reason)
+    if label is not None:
+        return label
+    if reason.startswith("malformed"):
+        return "malformed"
+    return "other"
+
+
+class ServiceMetrics:
+    """
+    The label children of one upstream service, bound once.
+    """
+
+    def __init__(self, metrics: "Metrics", service: str) -> None:
+        self.in_flight = metrics.in_flight.labels(service)
+        self.time_to_first_byte = metrics.upstream_ttfb.labels(service)
+        self._errors = {
+            kind: metrics.upstream_errors.labels(service, kind) for kind in UPSTREAM_ERROR_KINDS
+        }
+
+    def upstream_error(self, kind: str) -> None:
+        """
+        Count an upstream error of C{kind} (one of L{UPSTREAM_ERROR_KINDS}).
+        """
+        self._errors.get(kind, self._errors["other"]).inc()
+
+
+class _Connections:
+    """
+    A collector of the open client connections, read at scrape time (no
+    cost per connection).
+    """
+
+    def __init__(self, site: Any) -> None:
+        self._site = site
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "qeetgw_client_connections_open",
+            "Open client connections",
+            value=len(self._site.channels),
+        )
+
+
+class Metrics:
+    """
+    The gateway's metrics, in a registry of their own.
+
+    @param process: also register prometheus_client's process and platform
+        collectors (CPU, memory, file descriptors, Python version).
+    """
+
+    def __init__(self, process: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "qeetgw_requests", "Requests answered, by service, method and status class",
+            ["service", "method", "status_class"], registry=r,
+        )
+        self.request_duration = Histogram(
+            "qeetgw_request_duration_seconds",
+            "Time from a request's arrival to its response's end, by service",
+            ["service"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.upstream_ttfb = Histogram(
+            "qeetgw_upstream_time_to_first_byte_seconds",
+            "Time from sending a request upstream to its response head, by service",
+            ["service"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "qeetgw_upstream_errors", "Upstream requests that failed, by service and kind",
+            ["service", "kind"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "qeetgw_upstream_requests_in_flight", "Requests being forwarded, by service",
+            ["service"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "qeetgw_rate_limited", "Requests refused with 429, by budget",
+            ["budget"], registry=r,
+        )
+        self.ratelimit_store_errors = Counter(
+            "qeetgw_ratelimit_store_errors",
+            "Requests the rate-limit store could not count", registry=r,
+        )
+        self.auth_failures = Counter(
+            "qeetgw_auth_failures", "Requests refused with 401, by reason",
+            ["reason"], registry=r,
+        )
+        self.jwks_fetches = Counter(
+            "qeetgw_jwks_fetches", "JWKS fetches, by outcome", ["outcome"], registry=r,
+        )
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self._request_children: Dict[Tuple[str, str, str], Tuple[Any, Any]] = {}
+        self._services: Dict[str, ServiceMetrics] = {}
+        self._auth = {label: self.auth_failures.labels(label) for label in _AUTH_LABELS}
+        self._jwks = {outcome: self.jwks_fetches.labels(outcome) for outcome in ("success", "failure")}
+        self._budgets: Dict[str, Any] = {}
+        self._connections: Optional[_Connections] = None
+
+    def watch_connections(self, site: Any) -> None:
+        """
+        Report C{site}'s open connections (its C{channels} set) at scrape
+        time.
+        """
+        if self._connections is None:
+            self._connections = _Connections(site)
+            self.registry.register(self._connections)
+
+    def service(self, name: str) -> ServiceMetrics:
+        """
+        The bound metrics of upstream service C{name}.
+        """
+        bound = self._services.get(name)
+        if bound is None:
+            bound = self._services[name] = ServiceMetrics(self, name)
+        return bound
+
+    def request_done(self, service: str, method: Any, status: str, duration: float) -> None:
+        """
+        Count one request of C{service} (a service name, L{GATEWAY} or
+        L{NO_ROUTE}) with raw C{method}, status class C{status}, which took
+        C{duration} seconds.
+        """
+        key = (service, METHODS.get(method, "OTHER"), status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(*key),
+                self.request_duration.labels(service),
+            )
+        children[0].inc()
+        children[1].observe(duration)
+
+    def auth_failure(self, reason: str) -> None:
+        """
+        Count a 401 for C{reason} (a TokenRejected reason or L{MISSING_TOKEN}).
+        """
+        self._auth[reason if reason == MISSING_TOKEN else auth_reason_label(reason)].inc()
+
+    def jwks_fetch(self, outcome: str) -> None:
+        """
+        Count a JWKS fetch that ended with C{outcome} (success or failure).
+        """
+        self._jwks[outcome].inc()
+
+    def rate_limited_by(self, budget: str) -> None:
+        """
+        Count a 429 of budget C{budget} (a name from configuration).
+        """
+        child = self._budgets.get(budget)
+        if child is None:
+            child = self._budgets[budget] = self.rate_limited.labels(budget)
+        child.inc()
+
+
+class _QuietSite(Site):
+    """
+    The metrics listener's site: no access log line per scrape (Prometheus
+    scrapes every few seconds, forever).
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def metrics_site(registry: CollectorRegistry) -> Site:
+    """
+    A site serving C{registry} in the Prometheus text format at C{/metrics}.
+    """
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry))
+    return _QuietSite(root)
+
+
+class MetricsListener:
+    """
+    Serves the metrics on their own endpoint; a part started and stopped
+    with the gateway service (L{qeetgw.service.GatewayService}'s
+    C{workers}).
+
+    @param description: METRICS_PORT, a Twisted endpoint description.
+    @param registry: what to serve.
+    @param reactor: the reactor to listen with.
+    @ivar listening: fires with the L{IListeningPort} once listening (tests
+        read the bound port from it), or fails.
+    """
+
+    def __init__(self, description: str, registry: CollectorRegistry, reactor: Any) -> None:
+        self._description = description
+        self._registry = registry
+        self._reactor = reactor
+        self.port: Optional[IListeningPort] = None
+        self.listening: "Deferred[IListeningPort]" = Deferred()
+
+    def start(self) -> None:
+        """
+        Start listening.  Failing to listen stops the process, as for the
+        main port: an operator who asked for metrics must not get a gateway
+        that silently has none.
+        """
+        endpoint = serverFromString(self._reactor, self._description)
+
+        def listened(port: IListeningPort) -> None:
+            self.port = port
+            address = port.getHost()
+            log.info(
+                "metrics on {host}:{port}",
+                host=getattr(address, "host", None),
+                port=getattr(address, "port", None),
+                endpoint=self._description,
+            )
+            self.listening.callback(port)
+
+        def failed(reason: Failure) -> None:
+            log.critical(
+                "cannot listen for metrics on {endpoint}: {error}",
+                endpoint=self._description,
+                error=reason.getErrorMessage(),
+            )
+            self.listening.errback(reason)
+            if getattr(self._reactor, "running", False):
+                self._reactor.stop()
+
+        endpoint.listen(metrics_site(self._registry)).addCallbacks(listened, failed)
+
+    def stop(self) -> Optional["Deferred[None]"]:
+        """
+        Stop listening (the service stops its parts after the drain, so the
+        metrics stay visible while it drains).
+        """
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return port.stopListening()

@@ -1,0 +1,303 @@
+"""
+The metrics, in memory: known traffic through a whole gateway, then the
+registry read back through prometheus_client's exposition and parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, Optional, Tuple
+
+from OpenSSL.SSL import Error as TLSError
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web._newclient import ResponseNeverReceived
+from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+from qeetgw.auth import TokenVerifier
+from qeetgw.client import Upstreams
+from qeetgw.metrics import Metrics, auth_reason_label, status_class
+from qeetgw.proxy import UpstreamTimeout, upstream_error_kind
+from qeetgw.site import MeteredSite, build_site
+from qeetgw.server import GatewaySite
+
+from tests.gateway import MemoryGateway, token
+from tests.memory import Connection, RefusingAgent, get
+
+Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
+
+
+def scrape(metrics: Metrics) -> Samples:
+    """
+    Every sample of C{metrics}' registry, as a scrape would parse it.
+    """
+    text = generate_latest(metrics.registry).decode("utf-8")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> Optional[float]:
+    """
+    The value of the sample C{name} with exactly C{labels}, or L{None}.
+    """
+    return samples.get((name, frozenset(labels.items())))
+
+
+def bearer(claims: Any = None, **kwargs: Any) -> bytes:
+    return b"Authorization: Bearer " + token(claims, **kwargs).encode() + b"\r\n"
+
+
+class TrafficTests(TestCase):
+    """
+    Known traffic, exact counts.
+    """
+
+    def setUp(self) -> None:
+        self.memory = MemoryGateway({"METRICS_PORT": "tcp:0", "RATE_LIMIT_MAX": "6"})
+        self.metrics = self.memory.gateway.metrics
+        assert self.metrics is not None
+
+    def test_off_by_default(self) -> None:
+        gateway = MemoryGateway().gateway
+        self.assertIsNone(gateway.metrics)
+        self.assertIsNone(gateway.metrics_listener)
+        self.assertIs(type(gateway.site), GatewaySite)
+        self.assertEqual(len(gateway.workers), 2)
+
+    def test_wiring(self) -> None:
+        gateway = self.memory.gateway
+        self.assertIsInstance(gateway.site, MeteredSite)
+        self.assertIn(gateway.metrics_listener, gateway.workers)
+
+    def test_known_traffic(self) -> None:
+        send = self.memory.send
+        statuses = [
+            send(get(b"/api/v1/users/%d" % (n,), bearer())).code for n in (1, 2, 3)
+        ]
+        statuses.append(send(get(b"/api/v1/nowhere", bearer())).code)
+        statuses.append(send(get(b"/api/v1/products/1")).code)
+        statuses.append(send(get(b"/api/v1/products/1", bearer(key=b"x" * 32))).code)
+        statuses.append(send(get(b"/api/v1/orders/1", bearer())).code)
+        statuses.append(send(get(b"/health")).code)
+        statuses.append(send(get(b"/api/v1/users/1", bearer(), method=b"BREW")).code)
+        self.assertEqual(statuses, [200, 200, 200, 404, 401, 401, 429, 200, 429])
+
+        samples = scrape(self.metrics)
+        requests = {
+            (dict(labels)["service"], dict(labels)["method"], dict(labels)["status_class"]): v
+            for (name, labels), v in samples.items()
+            if name == "qeetgw_requests_total"
+        }
+        self.assertEqual(
+            requests,
+            {
+                ("user-service", "GET", "2xx"): 3,
+                ("none", "GET", "4xx"): 1,
+                ("product-service", "GET", "4xx"): 2,
+                ("order-service", "GET", "4xx"): 1,
+                ("gateway", "GET", "2xx"): 1,
+                ("user-service", "OTHER", "4xx"): 1,
+            },
+        )
+        self.assertEqual(
+            value(samples, "qeetgw_request_duration_seconds_count", service="user-service"), 4
+        )
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="user-service"), 3
+        )
+        self.assertIsNone(
+            value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="product-service")
+        )
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_requests_in_flight", service="user-service"), 0
+        )
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="default"), 2)
+        self.assertEqual(value(samples, "qeetgw_auth_failures_total", reason="missing"), 1)
+        self.assertEqual(value(samples, "qeetgw_auth_failures_total", reason="bad_signature"), 1)
+        self.assertEqual(value(samples, "qeetgw_auth_failures_total", reason="expired"), 0)
+        self.assertEqual(value(samples, "qeetgw_ratelimit_store_errors_total"), 0)
+        self.assertEqual(
+            value(samples, "qeetgw_client_connections_open"),
+            len(self.memory.gateway.site.channels),
+        )
+        self.assertEqual(value(samples, "qeetgw_client_connections_open"), 9)
+        # Process metrics are on our registry too.
+        self.assertIsNotNone(value(samples, "process_open_fds"))
+        # No raw path or user id in any label.
+        for name, labels in samples:
+            for _, label in labels:
+                self.assertNotIn("/", label)
+                self.assertNotIn("alice", label)
+
+    def test_in_flight(self) -> None:
+        """
+        A request held by its upstream is in flight until it is answered or
+        its client leaves.
+        """
+        from twisted.web.server import NOT_DONE_YET
+
+        memory = MemoryGateway(
+            {"METRICS_PORT": "tcp:0", "REQUIRE_AUTH": "false"}, answer=lambda request: NOT_DONE_YET
+        )
+        metrics = memory.gateway.metrics
+        connection = Connection(memory.gateway.site)
+        connection.send(get(b"/api/v1/orders/1"))
+        memory.agent.flush()
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "qeetgw_upstream_requests_in_flight", service="order-service"), 1)
+        connection.close()
+        memory.agent.flush()
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "qeetgw_upstream_requests_in_flight", service="order-service"), 0)
+        self.assertEqual(
+            value(
+                samples, "qeetgw_requests_total",
+                service="order-service", method="GET", status_class="aborted",
+            ),
+            1,
+        )
+
+
+class _SilentAgent:
+    """
+    An agent whose upstream never answers.
+    """
+
+    def request(self, *args: Any, **kwargs: Any) -> "Deferred[Any]":
+        return Deferred()
+
+
+class UpstreamErrorTests(TestCase):
+    """
+    Upstream failures, counted by kind.
+    """
+
+    def gateway(self, agent: Any) -> Any:
+        memory = MemoryGateway({"REQUIRE_AUTH": "false"})
+        metrics = Metrics(process=False)
+        upstreams = Upstreams(
+            pool=HTTPConnectionPool(memory.clock), agent=agent, tls_policy=BrowserLikePolicyForHTTPS()
+        )
+        gateway = build_site(memory.config, memory.clock, upstreams=upstreams, clock=memory.clock, metrics=metrics)
+        return memory.clock, gateway, metrics
+
+    def test_connect(self) -> None:
+        _, gateway, metrics = self.gateway(RefusingAgent(ConnectionRefusedError()))
+        connection = Connection(gateway.site)
+        connection.send(get(b"/api/v1/users/1"))
+        self.assertEqual(connection.response().code, 502)
+        samples = scrape(metrics)
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_errors_total", service="user-service", kind="connect"), 1
+        )
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_errors_total", service="user-service", kind="timeout"), 0
+        )
+        self.assertEqual(
+            value(samples, "qeetgw_requests_total", service="user-service", method="GET", status_class="5xx"), 1
+        )
+        self.assertEqual(value(samples, "qeetgw_upstream_requests_in_flight", service="user-service"), 0)
+
+    def test_timeout(self) -> None:
+        clock, gateway, metrics = self.gateway(_SilentAgent())
+        connection = Connection(gateway.site)
+        connection.send(get(b"/api/v1/users/1"))
+        clock.advance(5.5)
+        self.assertEqual(connection.response().code, 504)
+        samples = scrape(metrics)
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_errors_total", service="user-service", kind="timeout"), 1
+        )
+        self.assertEqual(value(samples, "qeetgw_request_duration_seconds_sum", service="user-service"), 5.5)
+
+    def test_kinds(self) -> None:
+        self.assertEqual(upstream_error_kind(Failure(UpstreamTimeout(5))), "timeout")
+        self.assertEqual(upstream_error_kind(Failure(ConnectionRefusedError())), "connect")
+        self.assertEqual(
+            upstream_error_kind(Failure(ResponseNeverReceived([Failure(TLSError())]))), "tls"
+        )
+        self.assertEqual(
+            upstream_error_kind(Failure(ResponseNeverReceived([Failure(ConnectionLost())]))), "reset"
+        )
+        self.assertEqual(upstream_error_kind(Failure(ValueError())), "other")
+
+
+class LabelTests(TestCase):
+    """
+    Labels stay in small fixed sets.
+    """
+
+    def test_status_class(self) -> None:
+        self.assertEqual([status_class(c) for c in (101, 200, 302, 404, 503)], ["1xx", "2xx", "3xx", "4xx", "5xx"])
+        self.assertEqual(status_class(700), "other")
+
+    def test_auth_reasons(self) -> None:
+        self.assertEqual(auth_reason_label("expired"), "expired")
+        self.assertEqual(auth_reason_label("malformed header"), "malformed")
+        self.assertEqual(auth_reason_label("unknown key id"), "unknown_key")
+        self.assertEqual(auth_reason_label("something new"), "other")
+
+
+class JWKSFetchTests(TestCase):
+    """
+    JWKS fetches, by outcome.
+    """
+
+    def test_outcomes(self) -> None:
+        from tests.test_auth import (
+            EC_C, JWKS_URL, JWKSResource, RefusingClient, jwk, make_clock, make_config,
+        )
+
+        config = make_config(JWT_JWKS_URL=JWKS_URL, JWT_ALGORITHMS="HS256,ES256")
+        metrics = Metrics(process=False)
+        stub: Any = StubTreq(JWKSResource([jwk(EC_C, "C")]))
+        good = TokenVerifier(
+            config, make_clock(), jwks_client=stub,
+            on_jwks_fetch=metrics.jwks_fetch,
+        )
+        bad = TokenVerifier(
+            config, make_clock(), jwks_client=RefusingClient(), on_jwks_fetch=metrics.jwks_fetch
+        )
+        for verifier in (good, bad):
+            verifier.start()
+            self.addCleanup(verifier.stop)
+        stub.flush()
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "qeetgw_jwks_fetches_total", outcome="success"), 1)
+        self.assertEqual(value(samples, "qeetgw_jwks_fetches_total", outcome="failure"), 1)
+
+
+class WorkersTests(TestCase):
+    """
+    METRICS_PORT with WORKERS > 1 is a start-up problem, not a port fight.
+    """
+
+    def test_refused(self) -> None:
+        from twisted.python.usage import UsageError
+
+        from qeetgw.tap import Options
+
+        options = Options(
+            environ={"REQUIRE_AUTH": "false", "METRICS_PORT": "tcp:9464", "WORKERS": "2"},
+            dotenv_path="/nonexistent/.env",
+        )
+        with self.assertRaises(UsageError) as raised:
+            options.parseOptions([])
+        self.assertIn("METRICS_PORT='tcp:9464': not supported with WORKERS=2", str(raised.exception))
+
+    def test_one_worker(self) -> None:
+        from qeetgw.tap import Options
+
+        options = Options(
+            environ={"REQUIRE_AUTH": "false", "METRICS_PORT": "tcp:9464"},
+            dotenv_path="/nonexistent/.env",
+        )
+        options.parseOptions([])
+        self.assertEqual(options.config.metrics_port, "tcp:9464")
