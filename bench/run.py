@@ -10,6 +10,7 @@ peers within each round so that drift on a shared machine cancels out:
   express     wrk -> the Express gateway's stack (bench/peers/express) -> upstream
   qeetgw      wrk -> twistd qeetgw, everything on -> upstream
   qeetgw-w2   the same with --workers 2 (only when twistd qeetgw has --workers)
+  qeetgw-metrics  qeetgw (one process) with METRICS_PORT set: its cost is this row against qeetgw
 
 and writes bench/results/latest.json (plus a timestamped copy) and a Markdown
 table.  ``make bench`` runs it; ``python bench/run.py --help`` lists the
@@ -785,8 +786,14 @@ class Bench:
             peer.ports["limited"] = limited_port
             self.peers.append(peer)
         workers_supported = self.qeetgw_has_workers()
-        for workers in self.args.workers:
-            key = "qeetgw" if workers == 1 else f"qeetgw-w{workers}"
+        variants = [
+            ("qeetgw" if workers == 1 else f"qeetgw-w{workers}", workers, {})
+            for workers in self.args.workers
+        ]
+        # One process with Prometheus metrics on: the metrics' cost is this
+        # row against the plain one.
+        variants.append(("qeetgw-metrics", 1, {"METRICS_PORT": f"tcp:{free_port()}:interface=127.0.0.1"}))
+        for key, workers, extra in variants:
             if key not in keys:
                 continue
             if workers > 1 and not workers_supported:
@@ -801,6 +808,7 @@ class Bench:
                     "LOG_FORMAT": "json",
                     "RATE_LIMIT_STORE": "memory",
                     "RATE_LIMIT_ROUTES": "/api/v1/products/limited=1/60000",
+                    **extra,
                 }
             )
             argv = [self.twistd, "-n", "--pidfile=", "qeetgw", "--port", f"tcp:{port}:interface=127.0.0.1"]
@@ -810,7 +818,9 @@ class Bench:
             # cwd: the temp dir, so no .env of the checkout is read.
             process = PROCESSES.start(key, argv, env, self.tmp, logfile)
             wait_ready(key, process, port, "/health", logfile)
-            label = "qeetgw" if workers == 1 else f"qeetgw --workers {workers}"
+            label = {"qeetgw": "qeetgw", "qeetgw-metrics": "qeetgw + metrics"}.get(
+                key, f"qeetgw --workers {workers}"
+            )
             self.peers.append(Peer(key, label, port, {"*": process}, "/api/v1", all_scenarios, is_qeetgw=True))
         # Let workers finish starting before their pids are noted.
         time.sleep(0.5)
@@ -1133,7 +1143,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2",
                         help="qeetgw worker counts to run, comma list; >1 only when twistd qeetgw has --workers (%(default)s)")
     parser.add_argument("--peers", default=None,
-                        help="comma list of peers to run: direct,nginx,express,qeetgw,qeetgw-w2 (all)")
+                        help="comma list of peers to run: direct,nginx,express,qeetgw,qeetgw-w2,"
+                        "qeetgw-metrics (all)")
     parser.add_argument("--scenarios", default=None,
                         help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited (all)")
     parser.add_argument("--soak", action="store_true", help="also the 60-second memory-flatness run on qeetgw")
@@ -1166,7 +1177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     all_peers = ["direct", "nginx", "express"] + [
         "qeetgw" if w == 1 else f"qeetgw-w{w}" for w in args.workers
-    ]
+    ] + ["qeetgw-metrics"]
     peer_keys = [p.strip() for p in args.peers.split(",")] if args.peers else all_peers
     bench = Bench(args)
     tokens = {

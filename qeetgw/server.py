@@ -280,6 +280,11 @@ class GatewayChannel(HTTPChannel):
                 # The stray CRLF some clients send after a body: twisted.web
                 # skips one and refuses a second.
                 super().lineReceived(line)
+                if not self._refused and not self.requests:
+                    # Skipped: the connection is idle again, not slow.
+                    self._phase = _IDLE
+                    self._head = None
+                    self.setTimeout(self._limits.keepalive_timeout)
                 return
             refusal = head.request_line(line)
             if refusal is not None:

@@ -29,6 +29,7 @@ from qeetgw.app import GatewayApp
 from qeetgw.auth import TokenVerifier
 from qeetgw.authguard import JWTGuard
 from qeetgw.client import Upstreams, make_upstreams
+from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
@@ -261,6 +262,7 @@ def build_site(
         clock=clock,
         trust_proxy=config.trust_proxy,
         readiness=readiness,
+        limits=ClientLimits.from_config(config),
     )
     site = (
         GatewaySite(tree, **site_options)

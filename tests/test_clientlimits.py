@@ -174,6 +174,25 @@ class HeaderDeadlineTests(ChannelTestCase):
         self.assertEqual(len(self.resource.rendered), 2)
 
 
+    def test_stray_crlf_after_a_body_is_idle(self) -> None:
+        """
+        The CRLF some clients send after a body starts no deadline: the
+        connection is idle, under the keep-alive timeout.
+        """
+        connection = self.connect()
+        connection.send(with_body(b"POST", b"/", b"hello") + b"\r\n")
+        self.clock.advance(60)
+        self.assertFalse(connection.transport.disconnecting)
+        connection.transport.clear()
+        connection.send(get(b"/"))
+        self.assert_ok(connection)
+
+    def test_second_stray_crlf_refused(self) -> None:
+        connection = self.connect()
+        connection.send(b"\r\n\r\n")
+        self.assert_refused(connection, 400, "BAD_REQUEST")
+
+
 class BodyTimeoutTests(ChannelTestCase):
     """
     A body that stalls for the body timeout is refused.
