@@ -19,11 +19,12 @@ the request, like L{qeetgw.correlation.correlation_id}.
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import attrs
 from twisted.web.iweb import IRequest
+
+from qeetgw.randomness import random_hex
 
 TRACEPARENT = b"traceparent"
 TRACESTATE = b"tracestate"
@@ -95,44 +96,28 @@ def parse_traceparent(value: Optional[bytes]) -> Optional[Parent]:
     return Parent(version, trace_id, parent_id, flags)
 
 
-class _RandomHex:
+def _nonzero_hex(digits: int) -> str:
     """
-    Random lowercase hex from randomness read in batches (one system call
-    per many ids, as L{qeetgw.correlation} does for correlation ids).
+    Random hex that is not all zeros (an all-zero id is invalid).
     """
-
-    _BATCH = 8192
-
-    def __init__(self) -> None:
-        self._hex = ""
-        self._used = 0
-
-    def __call__(self, digits: int) -> str:
-        while True:
-            if self._used + digits > len(self._hex):
-                self._hex = os.urandom(self._BATCH).hex()
-                self._used = 0
-            text = self._hex[self._used:self._used + digits]
-            self._used += digits
-            if text.strip("0"):  # an all-zero id is invalid
-                return text
-
-
-_random_hex = _RandomHex()
+    while True:
+        text = random_hex(digits)
+        if text.strip("0"):
+            return text
 
 
 def new_trace_id() -> str:
     """
     A random trace-id (16 bytes, hex).
     """
-    return _random_hex(32)
+    return _nonzero_hex(32)
 
 
 def new_span_id() -> str:
     """
     A random span id (8 bytes, hex).
     """
-    return _random_hex(16)
+    return _nonzero_hex(16)
 
 
 @attrs.frozen
