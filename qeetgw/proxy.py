@@ -296,8 +296,14 @@ class ReverseProxyResource(Resource):
             # twisted's client keeps Content-Length out of response.headers
             # (with the other connection-control fields) and gives it as
             # response.length; without it twisted.web would send the body
-            # chunked.  (For HEAD the client reports 0, so none is sent.)
-            if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+            # chunked.  For HEAD, 204 and 304 the client reports 0, which is
+            # not the upstream's value: none is sent (RFC 9110 forbids one on
+            # a 204 outright).
+            if (
+                response.length is not UNKNOWN_LENGTH
+                and request.method != b"HEAD"
+                and response.code not in (204, 304)
+            ):
                 outgoing.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
             outgoing.setRawHeaders(
                 b"x-correlation-id", [correlation_id(request).encode("ascii")]

@@ -263,6 +263,7 @@ class PassThroughTests(SynchronousTestCase):
             rest = self.connection.transport.value().split(b"\r\n\r\n", 1)[1]
             self.assertEqual(rest, b"")
             self.assertIsNone(response.header(b"transfer-encoding"))
+            self.assertIsNone(response.header(b"content-length"))
 
         def sized(request: IRequest) -> bytes:
             return b"0123456789"
