@@ -70,6 +70,19 @@ class ServiceConfig:
     url: str
     health_path: str
     url_variable: str
+    #: Every instance's base URL (the same path prefix on each); C{url} is
+    #: the first.  Empty means C{(url,)}.
+    urls: Tuple[str, ...] = ()
+    #: <SERVICE>_TIMEOUT_MS: this service's own proxy timeout, or None for
+    #: GATEWAY_PROXY_TIMEOUT_MS.
+    timeout_ms: Optional[int] = None
+
+    @property
+    def instances(self) -> Tuple[str, ...]:
+        """
+        The base URL of every instance of the service.
+        """
+        return self.urls or (self.url,)
 
 
 #: SPEC.md's public paths: the gateway's own endpoints, and the four
@@ -258,6 +271,20 @@ class Config:
     client_max_header_bytes: int = 16384
     #: MAX_CONNECTIONS: open client connections at most.
     max_connections: int = 10000
+    #: BALANCER: how an instance is chosen among several.
+    balancer: Literal["round_robin", "least_request"] = "round_robin"
+    #: OUTLIER_CONSECUTIVE_FAILURES: failures in a row that eject an instance.
+    outlier_consecutive_failures: int = 5
+    #: OUTLIER_BASE_EJECTION_MS: how long a first ejection lasts.
+    outlier_base_ejection_ms: int = 30000
+    #: OUTLIER_MAX_EJECTION_PERCENT: the most of a service's instances out at once.
+    outlier_max_ejection_percent: int = 50
+    #: RETRY_MAX: tries after the first, on another instance.
+    retry_max: int = 1
+    #: RETRY_BUFFER_BYTES: the largest body an idempotent request is retried with.
+    retry_buffer_bytes: int = 65536
+    #: UPSTREAM_MAX_IN_FLIGHT: requests in flight per service at most.
+    upstream_max_in_flight: int = 1024
     #: METRICS_PORT: where Prometheus metrics are served (an endpoint
     #: description), or None for no metrics.
     metrics_port: Optional[str] = None
@@ -716,6 +743,28 @@ def _service_url(text: str) -> str:
     return f"{scheme}://{_netloc(host, port)}{parts.path.rstrip('/')}"
 
 
+def _service_urls(text: str) -> Tuple[str, ...]:
+    """
+    One base URL, or a comma list of instances with the same path prefix.
+    """
+    if not text.strip():
+        return (_service_url(text),)  # says what a URL must be
+    urls = tuple(_service_url(part) for part in text.split(",") if part.strip())
+    paths = {urlsplit(url).path for url in urls}
+    if len(paths) > 1:
+        raise _Invalid("every instance must have the same path prefix")
+    if len(set(urls)) != len(urls):
+        raise _Invalid("lists an instance twice")
+    return urls
+
+
+def _optional_positive(text: str) -> Optional[int]:
+    """
+    A whole number of at least 1, or nothing when blank.
+    """
+    return _whole_number(1)(text) if text.strip() else None
+
+
 def _health_path(text: str) -> str:
     """
     The path a service's health is probed at: it starts with one C{/}
@@ -1054,7 +1103,17 @@ def _service_variables() -> Tuple[Variable, ...]:
     for name, _, _, url, health in _SERVICE_TABLE:
         prefix = _service_variable_prefix(name)
         variables.append(
-            Variable(f"{prefix}_URL", url, _service_url, None, f"Base URL of the {name}")
+            Variable(
+                f"{prefix}_URL", url, _service_urls, None,
+                f"Base URL of the {name}; a comma list for several instances",
+            )
+        )
+        short = prefix[: -len("_SERVICE")]
+        variables.append(
+            Variable(
+                f"{short}_TIMEOUT_MS", None, _optional_positive, None,
+                f"The {name}'s own proxy timeout, over GATEWAY_PROXY_TIMEOUT_MS",
+            )
         )
         variables.append(
             Variable(
@@ -1273,6 +1332,35 @@ VARIABLES: Tuple[Variable, ...] = (
         "Open client connections at most; past it new connections are closed at once",
     ),
     Variable(
+        "BALANCER", "round_robin", _choice("round_robin", "least_request"), "balancer",
+        "How an instance is chosen among a service's several: round_robin or "
+        "least_request (the less busy of two random ones)",
+    ),
+    Variable(
+        "OUTLIER_CONSECUTIVE_FAILURES", "5", _whole_number(1), "outlier_consecutive_failures",
+        "Connect failures, timeouts or 5xx answers in a row that eject an instance",
+    ),
+    Variable(
+        "OUTLIER_BASE_EJECTION_MS", "30000", _whole_number(1), "outlier_base_ejection_ms",
+        "How long an ejection lasts, times the number of ejections (capped at 10x)",
+    ),
+    Variable(
+        "OUTLIER_MAX_EJECTION_PERCENT", "50", _whole_number(0, 100), "outlier_max_ejection_percent",
+        "The most of a service's instances ejected at once (one is always allowed)",
+    ),
+    Variable(
+        "RETRY_MAX", "1", _whole_number(0, 10), "retry_max",
+        "Tries after the first, each on another instance, within the retry budget",
+    ),
+    Variable(
+        "RETRY_BUFFER_BYTES", "65536", _whole_number(0), "retry_buffer_bytes",
+        "The largest request body an idempotent request is retried with",
+    ),
+    Variable(
+        "UPSTREAM_MAX_IN_FLIGHT", "1024", _whole_number(1), "upstream_max_in_flight",
+        "Requests in flight per service at most; past it, 503 at once",
+    ),
+    Variable(
         "METRICS_PORT", None, _optional_endpoint, "metrics_port",
         "Serve Prometheus metrics on this endpoint description (e.g. "
         "tcp:9464:interface=127.0.0.1); off when unset, never the public port",
@@ -1386,14 +1474,17 @@ def _services(values: Mapping[str, Any]) -> Tuple[ServiceConfig, ...]:
     services: List[ServiceConfig] = []
     for name, client_prefix, upstream_prefix, _, _ in _SERVICE_TABLE:
         prefix = _service_variable_prefix(name)
+        urls = values[f"{prefix}_URL"]
         services.append(
             ServiceConfig(
                 name=name,
                 client_prefix=client_prefix,
                 upstream_prefix=upstream_prefix,
-                url=values[f"{prefix}_URL"],
+                url=urls[0],
                 health_path=values[f"{prefix}_HEALTH_PATH"],
                 url_variable=f"{prefix}_URL",
+                urls=urls if len(urls) > 1 else (),
+                timeout_ms=values[f"{prefix[: -len('_SERVICE')]}_TIMEOUT_MS"],
             )
         )
     return tuple(services)

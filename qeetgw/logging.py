@@ -3,7 +3,8 @@ Access-log events and the log observers.
 
 Each finished request is one event, with its fields as data: C{method},
 C{path}, C{status}, C{duration_ms}, C{bytes_sent}, C{correlation_id},
-C{client_ip}, C{service}, C{upstream_status} and C{trace_id} (the W3C trace the
+C{client_ip}, C{service}, C{upstream_status}, C{tries} and C{instance} (how many
+tries the request took and the instance that answered), and C{trace_id} (the W3C trace the
 request belongs to, see L{qeetgw.tracecontext}).  The text observer renders
 its format string for people; the JSON observer writes one JSON object a line
 for log shippers (not twisted's RFC 7464 records).
@@ -56,6 +57,8 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
         client_ip=client_ip(request),
         service=getattr(request, "qeetgw_service", None),
         upstream_status=getattr(request, "qeetgw_upstream_status", None),
+        tries=getattr(request, "qeetgw_tries", None),
+        instance=getattr(request, "qeetgw_instance", None),
         trace_id=trace_of(request).trace_id,
     )
 

@@ -17,13 +17,13 @@ treq stays for the health probes, where none of that matters.
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Mapping, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Cooperator
+from twisted.internet.task import Cooperator, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from qeetgw.balancing import Outcome, backoff, is_retryable, outcome_of_status
 from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
@@ -40,6 +41,7 @@ from qeetgw.forwarding import client_response_headers, upstream_request_headers
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.routes import Route, RouteTable
 from qeetgw.tracecontext import trace_of
+from qeetgw.upstreams import ServiceUpstream
 
 if TYPE_CHECKING:
     from qeetgw.metrics import Metrics, ServiceMetrics
@@ -135,6 +137,8 @@ class _StreamToClient(Protocol):
         self._finished = finished
         self._metrics = metrics
         self.client_gone = False
+        #: Whether the upstream body broke off before its end.
+        self.broke = False
 
     def connectionMade(self) -> None:
         producer: IPushProducer = self.transport  # type: ignore[assignment]
@@ -156,6 +160,7 @@ class _StreamToClient(Protocol):
                 # The upstream died mid-body.  Finishing would hand the
                 # client a complete-looking truncated response; aborting the
                 # connection is the only honest answer left.
+                self.broke = True
                 log.warn(
                     "upstream body broke off: {reason}",
                     reason=reason.getErrorMessage(),
@@ -198,6 +203,8 @@ class ReverseProxyResource(Resource):
     @param timeout: seconds an upstream may take to start its response.
     @param metrics: where to count upstream times, errors and requests in
         flight; L{None} counts nothing.
+    @param upstreams: each service's instances, retry policy and limits, by
+        name; without one a service's single URL is used, untried again.
     """
 
     isLeaf = True
@@ -209,9 +216,11 @@ class ReverseProxyResource(Resource):
         clock: IReactorTime,
         timeout: float,
         metrics: "Optional[Metrics]" = None,
+        upstreams: Optional[Mapping[str, ServiceUpstream]] = None,
     ) -> None:
         super().__init__()
         self._metrics = metrics
+        self._upstreams = upstreams
         self._routes = routes
         self._agent = agent
         self._clock = clock
@@ -236,86 +245,26 @@ class ReverseProxyResource(Resource):
         # twisted.web would add "Content-Type: text/html" to a response that
         # has none; an upstream's response must reach the client as it was.
         request.defaultContentType = None
-        self._forward(request, route, route.upstream_url(rest, target.query))
+        self._forward(request, route, rest, target.query)
         return NOT_DONE_YET
 
-    def _forward(self, request: IRequest, route: Route, url: bytes) -> None:
+    def _forward(self, request: IRequest, route: Route, rest: bytes, query: Optional[bytes]) -> None:
         """
-        Send C{request} to C{url} and relay what comes back.
+        Send C{request} to an instance of C{route}'s service and relay what
+        comes back; see L{_Exchange}.
         """
-        headers = upstream_request_headers(
-            request.requestHeaders,
-            peer_ip=getattr(request.getClientAddress(), "host", None),
-            proto=b"https" if request.isSecure() else b"http",
-            correlation_id=correlation_id(request),
-            peer_trusted=peer_is_trusted(request),
-            trace=trace_of(request),
-        )
-        metrics = self._metrics.service(route.service.name) if self._metrics is not None else None
-        sent_at = self._clock.seconds()
-        try:
-            answered = self._agent.request(
-                request.method, url, headers, body_producer(request.content, self._cooperator)
+        upstream = self._upstreams.get(route.service.name) if self._upstreams else None
+        if upstream is not None and upstream.at_capacity():
+            # The circuit breaker: answer now rather than queue without bound.
+            request.setHeader(b"retry-after", b"1")
+            write_error(
+                request,
+                GatewayError(
+                    "SERVICE_UNAVAILABLE", f"Service {route.service.name} is overloaded", status=503
+                ),
             )
-        except ValueError:
-            # The Agent refuses a method or URI that is not valid HTTP to send
-            # on; the client asked for something we cannot forward.
-            write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
             return
-        answered.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
-        streaming: list[_StreamToClient] = []
-
-        def client_gone(reason: Failure) -> None:
-            # The client went away: cancel the upstream request (closing its
-            # connection) whether or not its response has started.
-            if streaming:
-                streaming[0].stop()
-            else:
-                answered.cancel()
-
-        request_over = request.notifyFinish().addErrback(client_gone)
-        if metrics is not None:
-            in_flight = metrics.in_flight
-            in_flight.inc()
-            # However the request ends (answered, failed, client gone).
-            request_over.addBoth(lambda _: in_flight.dec())
-
-        def relay(response: IResponse) -> "Deferred[None]":
-            if metrics is not None:
-                metrics.time_to_first_byte.observe(self._clock.seconds() - sent_at)
-            note_upstream(request, route.service.name, response.code)
-            request.setResponseCode(response.code, response.phrase)
-            # The upstream's fields win over any of ours set so far (as with
-            # http-proxy-middleware), but Vary lists are joined, and the
-            # correlation id is the gateway's.
-            outgoing = request.responseHeaders
-            for name, values in client_response_headers(response.headers).getAllRawHeaders():
-                if name.lower() == b"vary" and outgoing.hasHeader(b"vary"):
-                    values = outgoing.getRawHeaders(b"vary") + list(values)
-                outgoing.setRawHeaders(name, list(values))
-            # twisted's client keeps Content-Length out of response.headers
-            # (with the other connection-control fields) and gives it as
-            # response.length; without it twisted.web would send the body
-            # chunked.  For HEAD, 204 and 304 the client reports 0, which is
-            # not the upstream's value: none is sent (RFC 9110 forbids one on
-            # a 204 outright).
-            if (
-                response.length is not UNKNOWN_LENGTH
-                and request.method != b"HEAD"
-                and response.code not in (204, 304)
-            ):
-                outgoing.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
-            outgoing.setRawHeaders(
-                b"x-correlation-id", [correlation_id(request).encode("ascii")]
-            )
-            finished: Deferred[None] = Deferred()
-            protocol = _StreamToClient(request, finished, metrics)
-            streaming.append(protocol)
-            response.deliverBody(protocol)
-            return finished
-
-        answered.addCallback(relay)
-        answered.addErrback(self._failed, request, route, metrics)
+        _Exchange(self, request, route, rest, query, upstream).start()
 
     def _failed(
         self,
@@ -363,6 +312,257 @@ class ReverseProxyResource(Resource):
             abort_client(request)
         else:
             write_error(request, error)
+
+class _Exchange:
+    """
+    One client request forwarded: tries on the service's instances until
+    one answers or the retry rules say stop, then relays the answer.
+
+    A try that failed is tried again on another instance, within RETRY_MAX
+    and the service's retry budget, only as L{qeetgw.balancing.is_retryable}
+    allows (any method when the connection failed before a byte was sent;
+    idempotent methods with a kept body also after a reset, a timeout or a
+    502/503/504).  A service with a single instance is never tried twice:
+    one URL works exactly as it always has.
+    """
+
+    def __init__(
+        self,
+        proxy: ReverseProxyResource,
+        request: IRequest,
+        route: Route,
+        rest: bytes,
+        query: Optional[bytes],
+        upstream: Optional[ServiceUpstream],
+    ) -> None:
+        self.proxy = proxy
+        self.request = request
+        self.route = route
+        self.rest = rest
+        self.query = query
+        self.upstream = upstream
+        self.tries = 0
+        self.tried: list = []
+        self.pending: Optional[Deferred[Any]] = None
+        self.streaming: Optional[_StreamToClient] = None
+        self.client_left = False
+        self.retrying = False
+        metrics = proxy._metrics
+        self.metrics = metrics.service(route.service.name) if metrics is not None else None
+        self.headers = upstream_request_headers(
+            request.requestHeaders,
+            peer_ip=getattr(request.getClientAddress(), "host", None),
+            proto=b"https" if request.isSecure() else b"http",
+            correlation_id=correlation_id(request),
+            peer_trusted=peer_is_trusted(request),
+            trace=trace_of(request),
+        )
+        length = _content_length(request.content)
+        self.body_kept = upstream is not None and length <= upstream.retry_buffer_bytes
+
+    def start(self) -> None:
+        """
+        Send the first try.
+        """
+        over = self.request.notifyFinish().addErrback(self._client_gone)
+        if self.metrics is not None:
+            in_flight = self.metrics.in_flight
+            in_flight.inc()
+            # However the request ends (answered, failed, client gone).
+            over.addBoth(lambda _: in_flight.dec())
+        self._try()
+
+    def _client_gone(self, reason: Failure) -> None:
+        # Cancel the try in flight (closing its connection) whether or not
+        # its response has started.
+        self.client_left = True
+        if self.streaming is not None:
+            self.streaming.stop()
+        elif self.pending is not None:
+            self.pending.cancel()
+
+    def _try(self) -> None:
+        upstream, request = self.upstream, self.request
+        if upstream is None:
+            instance = None
+            url = self.route.upstream_url(self.rest, self.query)
+            timeout = self.proxy._timeout
+        else:
+            instance = upstream.instances.pick(exclude=self.tried)
+            self.tried.append(instance)
+            upstream.instances.started(instance)
+            url = self.route.upstream_url(self.rest, self.query, instance.url.encode("ascii"))
+            timeout = upstream.timeout
+        self.tries += 1
+        note_tries(request, self.tries, instance.url if instance is not None else None)
+        sent_at = self.proxy._clock.seconds()
+        try:
+            answered = self.proxy._agent.request(
+                request.method, url, self.headers.copy(),
+                body_producer(request.content, self.proxy._cooperator),
+            )
+        except ValueError:
+            # The Agent refuses a method or URI that is not valid HTTP to send
+            # on; the client asked for something we cannot forward.
+            if instance is not None:
+                upstream.instances.cancelled(instance)  # type: ignore[union-attr]
+            write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
+            return
+        answered.addTimeout(timeout, self.proxy._clock, onTimeoutCancel=_timed_out)
+        self.pending = answered
+        answered.addCallbacks(
+            self._answered, self._try_failed,
+            callbackArgs=(instance, sent_at), errbackArgs=(instance,),
+        )
+        answered.addErrback(self._bug)
+
+    def _answered(self, response: IResponse, instance: Any, sent_at: float) -> Any:
+        self.pending = None
+        outcome = outcome_of_status(response.code)
+        if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
+            self.upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+            response.deliverBody(_Discard())
+            self._retry()
+            return None
+        if self.metrics is not None:
+            self.metrics.time_to_first_byte.observe(self.proxy._clock.seconds() - sent_at)
+        request = self.request
+        note_upstream(request, self.route.service.name, response.code)
+        request.setResponseCode(response.code, response.phrase)
+        # The upstream's fields win over any of ours set so far (as with
+        # http-proxy-middleware), but Vary lists are joined, and the
+        # correlation id is the gateway's.
+        outgoing = request.responseHeaders
+        for name, values in client_response_headers(response.headers).getAllRawHeaders():
+            if name.lower() == b"vary" and outgoing.hasHeader(b"vary"):
+                values = outgoing.getRawHeaders(b"vary") + list(values)
+            outgoing.setRawHeaders(name, list(values))
+        # twisted's client keeps Content-Length out of response.headers
+        # (with the other connection-control fields) and gives it as
+        # response.length; without it twisted.web would send the body
+        # chunked.  For HEAD, 204 and 304 the client reports 0, which is
+        # not the upstream's value: none is sent (RFC 9110 forbids one on
+        # a 204 outright).
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in (204, 304)
+        ):
+            outgoing.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+        outgoing.setRawHeaders(b"x-correlation-id", [correlation_id(request).encode("ascii")])
+        finished: Deferred[None] = Deferred()
+        self.streaming = _StreamToClient(request, finished, self.metrics)
+        response.deliverBody(self.streaming)
+        if instance is not None:
+            upstream = self.upstream
+
+            def body_done(_: object) -> None:
+                if self.client_left and self.streaming is not None and self.streaming.client_gone:
+                    upstream.instances.cancelled(instance)  # type: ignore[union-attr]
+                elif self.streaming is not None and self.streaming.broke:
+                    upstream.instances.finished(instance, Outcome.RESET)  # type: ignore[union-attr]
+                else:
+                    upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+
+            finished.addCallback(body_done)
+        return finished
+
+    def _try_failed(self, reason: Failure, instance: Any) -> None:
+        self.pending = None
+        if self.client_left:
+            if instance is not None:
+                self.upstream.instances.cancelled(instance)  # type: ignore[union-attr]
+            return
+        outcome = _outcome_of_failure(reason)
+        if instance is not None:
+            self.upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+            if self._may_retry(outcome, outcome is not Outcome.CONNECT_FAILURE):
+                log.info(
+                    "retrying {service} on another instance after {kind}",
+                    service=self.route.service.name,
+                    kind=outcome.value,
+                    correlation_id=correlation_id(self.request),
+                )
+                self._retry()
+                return
+        self.proxy._failed(reason, self.request, self.route, self.metrics)
+
+    def _may_retry(self, outcome: Outcome, bytes_sent: bool) -> bool:
+        upstream = self.upstream
+        return (
+            upstream is not None
+            and upstream.several
+            and self.tries <= upstream.retry_max
+            and upstream.budget.can_retry()
+            and is_retryable(self.request.method, self.body_kept, outcome, bytes_sent)
+        )
+
+    def _retry(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        upstream.budget.retry_started()
+        wait = deferLater(self.proxy._clock, backoff(self.tries, upstream.random), lambda: None)
+        self.pending = wait
+
+        def go(_: object) -> None:
+            upstream.budget.retry_finished()
+            self.pending = None
+            if not self.client_left:
+                self._try()
+
+        def stopped(reason: Failure) -> None:
+            upstream.budget.retry_finished()  # the client left during the wait
+
+        wait.addCallbacks(go, stopped)
+        wait.addErrback(self._bug)
+
+    def _bug(self, reason: Failure) -> None:
+        # A fault of ours while handling a try: the 500 envelope, logged.
+        self.proxy._failed(reason, self.request, self.route, self.metrics)
+
+
+def note_tries(request: IRequest, tries: int, instance: Optional[str]) -> None:
+    """
+    Remember how many tries C{request} took and which instance answered,
+    for the access log.
+    """
+    request.qeetgw_tries = tries  # type: ignore[attr-defined]
+    request.qeetgw_instance = instance  # type: ignore[attr-defined]
+
+
+def _content_length(content: Optional[IO[bytes]]) -> int:
+    """
+    The size of a received body.
+    """
+    if content is None:
+        return 0
+    content.seek(0, 2)
+    length = content.tell()
+    content.seek(0, 0)
+    return length
+
+
+def _outcome_of_failure(reason: Failure) -> Outcome:
+    """
+    The balancing outcome of a failed try.
+    """
+    kind = upstream_error_kind(reason)
+    if kind == "connect":
+        return Outcome.CONNECT_FAILURE
+    if kind == "timeout":
+        return Outcome.TIMEOUT
+    return Outcome.RESET
+
+
+class _Discard(Protocol):
+    """
+    Reads and drops the body of an answer that is tried again elsewhere, so
+    its connection can go back to the pool.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
 
 
 def _timed_out(result: object, timeout: float) -> Failure:

@@ -54,12 +54,18 @@ class Route:
                 return rest
         return None
 
-    def upstream_url(self, rest: bytes, query: Optional[bytes]) -> bytes:
+    def upstream_url(
+        self, rest: bytes, query: Optional[bytes], instance: Optional[bytes] = None
+    ) -> bytes:
         """
         The upstream URL for a client path's C{rest} and raw C{query}, whose
-        bytes are kept exactly.
+        bytes are kept exactly, on C{instance} (one of the service's base
+        URLs; the first when not given).
         """
-        url = self.upstream_base + rest
+        if instance is None:
+            url = self.upstream_base + rest
+        else:
+            url = instance + self.service.upstream_prefix.encode("ascii") + rest
         if query is not None:
             url += b"?" + query
         return url

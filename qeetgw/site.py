@@ -44,6 +44,7 @@ from qeetgw.readiness import Readiness
 from qeetgw.root import GatewayRoot
 from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite, GatewayRequest
+from qeetgw.upstreams import service_upstreams
 
 log = Logger()
 
@@ -238,6 +239,7 @@ def build_site(
         clock,
         config.proxy_timeout_ms / 1000,
         metrics=metrics,
+        upstreams=service_upstreams(config, clock),
     )
     store = make_store(config, reactor, clock)
     api = RateLimitGuard(

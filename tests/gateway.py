@@ -75,11 +75,18 @@ class MemoryGateway:
         )
         self.gateway: Gateway = build_site(self.config, self.clock, upstreams=upstreams, clock=self.clock)
 
-    def send(self, raw: bytes, peer: Any = None) -> RawResponse:
+    def send(self, raw: bytes, peer: Any = None, settle: float = 0.0) -> RawResponse:
         """
-        Send one request; return the response.
+        Send one request; return the response.  With C{settle}, let up to
+        that many seconds pass on the clock, in small steps, until the
+        response is there (retries wait a backoff).
         """
         connection = Connection(self.gateway.site, *([peer] if peer else []))
         connection.send(raw)
         self.agent.flush()
+        waited = 0.0
+        while settle and waited < settle and not connection.transport.value():
+            self.clock.advance(0.05)
+            self.agent.flush()
+            waited += 0.05
         return connection.response(head=raw.startswith(b"HEAD "))

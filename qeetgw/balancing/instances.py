@@ -235,6 +235,13 @@ class InstanceSet:
         """
         instance.in_flight += 1
 
+    def cancelled(self, instance: Instance) -> None:
+        """
+        A try to C{instance} was abandoned (the client went away): it no
+        longer counts as in flight, and says nothing about the instance.
+        """
+        instance.in_flight = max(0, instance.in_flight - 1)
+
     def finished(self, instance: Instance, outcome: Outcome) -> bool:
         """
         A try to C{instance} ended with C{outcome}: count it, and eject the

@@ -1,0 +1,220 @@
+"""
+Several instances per service, in memory: balancing, retries, outlier
+ejection, the circuit breaker and per-service timeouts through the whole
+gateway.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, List
+
+from twisted.internet.defer import fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
+
+from tests.gateway import MemoryGateway
+from tests.memory import get, with_body
+
+THREE = "http://a.test,http://b.test,http://c.test"
+
+
+def host_of(request: IRequest) -> str:
+    return request.requestHeaders.getRawHeaders(b"host")[0].decode()
+
+
+class HostsDown:
+    """
+    Wraps the in-memory agent: requests to the hosts in C{down} fail to
+    connect, as a stopped instance does.
+    """
+
+    def __init__(self, inner: Any, down: List[bytes]) -> None:
+        self._inner = inner
+        self.down = down
+        self.refused: Counter = Counter()
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Any:
+        host = uri.split(b"/")[2]
+        if host in self.down:
+            self.refused[host] += 1
+            return fail(ConnectionRefusedError(host.decode()))
+        return self._inner.request(method, uri, headers, bodyProducer)
+
+
+def gateway(answer: Any = None, **env: str) -> MemoryGateway:
+    settings = {"REQUIRE_AUTH": "false", "USER_SERVICE_URL": THREE, **env}
+    made = MemoryGateway(settings, answer=answer)
+    return made
+
+
+def down_agent(made: MemoryGateway, *hosts: bytes) -> HostsDown:
+    """
+    Put C{hosts} down behind C{made}'s proxy.
+    """
+    from qeetgw.proxy import ReverseProxyResource
+
+    proxy = _find(made.gateway.site.resource, ReverseProxyResource)
+    wrapper = HostsDown(proxy._agent, list(hosts))
+    proxy._agent = wrapper
+    return wrapper
+
+
+def _find(resource: Any, kind: type) -> Any:
+    seen = [resource]
+    while seen:
+        current = seen.pop()
+        if isinstance(current, kind):
+            return current
+        seen.extend(value for name, value in vars(current).items()
+                    if name in ("wrapped", "_api", "_own") and value is not None)
+    raise LookupError(kind)
+
+
+class BalancingTests(SynchronousTestCase):
+    """
+    Round robin over a service's instances.
+    """
+
+    def test_round_robin_spread(self) -> None:
+        made = gateway()
+        for _ in range(6):
+            self.assertEqual(made.send(get(b"/api/v1/users/1"), settle=1).code, 200)
+        self.assertEqual(Counter(seen.headers.getRawHeaders(b"host")[0] for seen in made.upstream.seen),
+                         {b"a.test": 2, b"b.test": 2, b"c.test": 2})
+
+    def test_one_url_is_tried_once(self) -> None:
+        made = MemoryGateway({"REQUIRE_AUTH": "false", "USER_SERVICE_URL": "http://only.test"})
+        agent = down_agent(made, b"only.test")
+        self.assertEqual(made.send(get(b"/api/v1/users/1"), settle=1).code, 502)
+        self.assertEqual(agent.refused[b"only.test"], 1)
+
+
+class RetryTests(SynchronousTestCase):
+    """
+    Retries on another instance, within the rules.
+    """
+
+    def test_connect_failure_retried_whatever_the_method(self) -> None:
+        made = gateway()
+        down_agent(made, b"a.test")
+        response = made.send(with_body(b"POST", b"/api/v1/users", b'{"name":"x"}'), settle=1)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(made.upstream.seen[0].body, b'{"name":"x"}')
+
+    def test_503_on_get_retried_elsewhere_and_logged(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            if host_of(request) == "a.test":
+                request.setResponseCode(503)
+                return b"busy"
+            return b"ok"
+
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        made = gateway(answer)
+        response = made.send(get(b"/api/v1/users/1"), settle=1)
+        self.assertEqual((response.code, response.body), (200, b"ok"))
+        self.assertEqual([host_of_seen(s) for s in made.upstream.seen], ["a.test", "b.test"])
+        access = [e for e in events if e.get("log_namespace") == "qeetgw.access"]
+        self.assertEqual((access[-1]["tries"], access[-1]["instance"]), (2, "http://b.test"))
+
+    def test_small_put_retried_with_its_body(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            if host_of(request) == "a.test":
+                request.setResponseCode(502)
+            return b"done"
+
+        made = gateway(answer)
+        response = made.send(with_body(b"PUT", b"/api/v1/users/1", b"x" * 1000), settle=1)
+        self.assertEqual(response.code, 200)
+        self.assertEqual([s.body for s in made.upstream.seen], [b"x" * 1000, b"x" * 1000])
+
+    def test_post_whose_body_went_out_is_not_retried(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            request.setResponseCode(503)
+            return b"busy"
+
+        made = gateway(answer)
+        response = made.send(with_body(b"POST", b"/api/v1/users", b"{}"), settle=1)
+        self.assertEqual((response.code, response.body), (503, b"busy"))
+        self.assertEqual(len(made.upstream.seen), 1)
+
+    def test_large_body_not_retried(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            request.setResponseCode(503)
+            return b"busy"
+
+        made = gateway(answer, RETRY_BUFFER_BYTES="10")
+        self.assertEqual(made.send(with_body(b"PUT", b"/api/v1/users/1", b"x" * 11), settle=1).code, 503)
+        self.assertEqual(len(made.upstream.seen), 1)
+
+    def test_retry_max(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            request.setResponseCode(503)
+            return b"busy"
+
+        made = gateway(answer, RETRY_MAX="2")
+        self.assertEqual(made.send(get(b"/api/v1/users/1"), settle=1).code, 503)
+        self.assertEqual(len(made.upstream.seen), 3)
+
+
+def host_of_seen(seen: Any) -> str:
+    return seen.headers.getRawHeaders(b"host")[0].decode()
+
+
+class OutlierTests(SynchronousTestCase):
+    """
+    A failing instance is ejected, and comes back.
+    """
+
+    def test_ejected_then_back(self) -> None:
+        made = gateway(OUTLIER_CONSECUTIVE_FAILURES="2", OUTLIER_BASE_EJECTION_MS="10000")
+        agent = down_agent(made, b"a.test")
+        for _ in range(12):
+            self.assertEqual(made.send(get(b"/api/v1/users/1"), settle=1).code, 200)
+        # two failures eject it: no third try on a.test
+        self.assertEqual(agent.refused[b"a.test"], 2)
+        agent.down = []
+        made.clock.advance(10)
+        for _ in range(6):
+            made.send(get(b"/api/v1/users/1"), settle=1)
+        self.assertIn("a.test", [host_of_seen(s) for s in made.upstream.seen[-6:]])
+
+
+class BreakerAndTimeoutTests(SynchronousTestCase):
+    """
+    UPSTREAM_MAX_IN_FLIGHT and <SERVICE>_TIMEOUT_MS.
+    """
+
+    def test_circuit_breaker(self) -> None:
+        made = gateway(lambda request: NOT_DONE_YET, UPSTREAM_MAX_IN_FLIGHT="2")
+        from tests.memory import Connection
+
+        held = []
+        for _ in range(2):
+            connection = Connection(made.gateway.site)
+            connection.send(get(b"/api/v1/users/1"))
+            held.append(connection)
+        made.agent.flush()
+        response = made.send(get(b"/api/v1/users/1"), settle=1)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.header(b"retry-after"), b"1")
+        self.assertEqual(response.json()["error"]["code"], "SERVICE_UNAVAILABLE")
+        self.assertEqual(len(made.upstream.seen), 2)
+
+    def test_per_service_timeout(self) -> None:
+        made = MemoryGateway({"REQUIRE_AUTH": "false", "PAYMENT_TIMEOUT_MS": "1000"},
+                             answer=lambda request: NOT_DONE_YET)
+        from tests.memory import Connection
+
+        payment, order = Connection(made.gateway.site), Connection(made.gateway.site)
+        payment.send(get(b"/api/v1/payments/1"))
+        order.send(get(b"/api/v1/orders/1"))
+        made.agent.flush()
+        made.clock.advance(1.1)
+        self.assertEqual(payment.response().code, 504)
+        self.assertEqual(order.transport.value(), b"")
