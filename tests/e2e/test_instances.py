@@ -1,0 +1,91 @@
+"""
+Three instances of a real upstream on loopback behind one service.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, List
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from tests.e2e.support import fetch, gateway_environment, request, start_gateway
+
+
+class Named(Resource):
+    """
+    Answers with its instance's name, and counts what it received.
+    """
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.received: List[bytes] = []
+
+    def render(self, request: Any) -> bytes:
+        self.received.append(request.content.read())
+        return self.name.encode()
+
+
+class TrackingSite(Site):
+    """
+    A Site that can be killed like a process: no listening, no connections.
+    """
+
+    protocol = HTTPChannel  # not twisted's HTTP/2-negotiating wrapper
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.open: List[Any] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        self.open.append(protocol)
+        return protocol
+
+    def kill(self) -> None:
+        for protocol in self.open:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+
+
+class InstancesTests(TestCase):
+    """
+    Balancing and failover with real sockets.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_spread_and_a_killed_instance(self) -> Any:
+        upstreams = [Named(name) for name in "abc"]
+        sites = [TrackingSite(resource) for resource in upstreams]
+        ports = [reactor.listenTCP(0, site, interface="127.0.0.1") for site in sites]
+        for port in ports:
+            self.addCleanup(lambda p=port: p.stopListening() if p.connected else None)
+        urls = ",".join(f"http://127.0.0.1:{port.getHost().port}" for port in ports)
+        env = gateway_environment("http://127.0.0.1:1", USER_SERVICE_URL=urls, OUTLIER_CONSECUTIVE_FAILURES="1")
+        _, gateway = yield start_gateway(self, env)
+        first = yield gatherResults([fetch(gateway, request(b"GET", b"/api/v1/users/1")) for _ in range(9)])
+        self.assertEqual(Counter(response.body for response in first), {b"a": 3, b"b": 3, b"c": 3})
+        # Instance b stops in the middle of the load: no client sees an error.
+        yield ports[1].stopListening()
+        sites[1].kill()
+        later = []
+        for _ in range(12):
+            response = yield fetch(gateway, request(b"GET", b"/api/v1/users/1"))
+            later.append(response)
+        self.assertEqual([response.code for response in later], [200] * 12)
+        self.assertEqual(set(response.body for response in later), {b"a", b"c"})
+        # A POST goes through too (its connection to b never opened).
+        posted = yield fetch(gateway, request(b"POST", b"/api/v1/users", b'{"n":1}'))
+        self.assertEqual(posted.code, 200)
+        self.assertIn(b'{"n":1}', upstreams[0].received + upstreams[2].received)
