@@ -285,6 +285,14 @@ class Config:
     retry_buffer_bytes: int = 65536
     #: UPSTREAM_MAX_IN_FLIGHT: requests in flight per service at most.
     upstream_max_in_flight: int = 1024
+    #: HEALTH_CHECK_INTERVAL_MS: how often every instance's health path is
+    #: probed in the background; 0 turns it off.
+    health_check_interval_ms: int = 10000
+    #: HEALTH_UNHEALTHY_THRESHOLD: failed checks in a row that make an
+    #: instance unhealthy.
+    health_unhealthy_threshold: int = 3
+    #: HEALTH_HEALTHY_THRESHOLD: passed checks in a row that make it healthy.
+    health_healthy_threshold: int = 2
     #: METRICS_PORT: where Prometheus metrics are served (an endpoint
     #: description), or None for no metrics.
     metrics_port: Optional[str] = None
@@ -1359,6 +1367,19 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "UPSTREAM_MAX_IN_FLIGHT", "1024", _whole_number(1), "upstream_max_in_flight",
         "Requests in flight per service at most; past it, 503 at once",
+    ),
+    Variable(
+        "HEALTH_CHECK_INTERVAL_MS", "10000", _whole_number(0), "health_check_interval_ms",
+        "How often every instance's health path is probed in the background "
+        "(/health/services answers from that); 0 turns it off",
+    ),
+    Variable(
+        "HEALTH_UNHEALTHY_THRESHOLD", "3", _whole_number(1), "health_unhealthy_threshold",
+        "Failed health checks in a row that take an instance out",
+    ),
+    Variable(
+        "HEALTH_HEALTHY_THRESHOLD", "2", _whole_number(1), "health_healthy_threshold",
+        "Passed health checks in a row that bring it back",
     ),
     Variable(
         "METRICS_PORT", None, _optional_endpoint, "metrics_port",

@@ -64,6 +64,8 @@ def balancing_settings(config: Config) -> BalancingSettings:
         outlier_max_ejection_percent=config.outlier_max_ejection_percent,
         retry_max=config.retry_max,
         retry_buffer_bytes=config.retry_buffer_bytes,
+        health_unhealthy_threshold=config.health_unhealthy_threshold,
+        health_healthy_threshold=config.health_healthy_threshold,
     )
 
 
