@@ -11,6 +11,7 @@ peers within each round so that drift on a shared machine cancels out:
   qeetgw      wrk -> twistd qeetgw, everything on -> upstream
   qeetgw-w2   the same with --workers 2 (only when twistd qeetgw has --workers)
   qeetgw-metrics  qeetgw (one process) with METRICS_PORT set: its cost is this row against qeetgw
+  qeetgw-2inst    qeetgw with two instances behind every service: the cost of balancing
 
 and writes bench/results/latest.json (plus a timestamped copy) and a Markdown
 table.  ``make bench`` runs it; ``python bench/run.py --help`` lists the
@@ -793,6 +794,10 @@ class Bench:
         # One process with Prometheus metrics on: the metrics' cost is this
         # row against the plain one.
         variants.append(("qeetgw-metrics", 1, {"METRICS_PORT": f"tcp:{free_port()}:interface=127.0.0.1"}))
+        # Two instances behind every service (the same nginx under two host
+        # names): the cost of balancing is this row against the plain one.
+        two = upstream_url + "," + upstream_url.replace("127.0.0.1", "localhost")
+        variants.append(("qeetgw-2inst", 1, {name: two for name in SERVICE_URL_VARS}))
         for key, workers, extra in variants:
             if key not in keys:
                 continue
@@ -818,7 +823,11 @@ class Bench:
             # cwd: the temp dir, so no .env of the checkout is read.
             process = PROCESSES.start(key, argv, env, self.tmp, logfile)
             wait_ready(key, process, port, "/health", logfile)
-            label = {"qeetgw": "qeetgw", "qeetgw-metrics": "qeetgw + metrics"}.get(
+            label = {
+                "qeetgw": "qeetgw",
+                "qeetgw-metrics": "qeetgw + metrics",
+                "qeetgw-2inst": "qeetgw, 2 instances a service",
+            }.get(
                 key, f"qeetgw --workers {workers}"
             )
             self.peers.append(Peer(key, label, port, {"*": process}, "/api/v1", all_scenarios, is_qeetgw=True))
@@ -1144,7 +1153,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="qeetgw worker counts to run, comma list; >1 only when twistd qeetgw has --workers (%(default)s)")
     parser.add_argument("--peers", default=None,
                         help="comma list of peers to run: direct,nginx,express,qeetgw,qeetgw-w2,"
-                        "qeetgw-metrics (all)")
+                        "qeetgw-metrics,qeetgw-2inst (all)")
     parser.add_argument("--scenarios", default=None,
                         help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited (all)")
     parser.add_argument("--soak", action="store_true", help="also the 60-second memory-flatness run on qeetgw")
@@ -1177,7 +1186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     all_peers = ["direct", "nginx", "express"] + [
         "qeetgw" if w == 1 else f"qeetgw-w{w}" for w in args.workers
-    ] + ["qeetgw-metrics"]
+    ] + ["qeetgw-metrics", "qeetgw-2inst"]
     peer_keys = [p.strip() for p in args.peers.split(",")] if args.peers else all_peers
     bench = Bench(args)
     tokens = {

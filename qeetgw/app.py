@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from qeetgw.config import Config
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
-from qeetgw.health import HealthChecker, HealthReport, iso_timestamp
+from qeetgw.health import HealthReport, HealthSource, iso_timestamp
 from qeetgw.ratelimit.store import StoreState
 from qeetgw.readiness import Readiness
 
@@ -114,7 +114,7 @@ class GatewayApp:
     def __init__(
         self,
         config: Config,
-        health: HealthChecker,
+        health: HealthSource,
         clock: IReactorTime,
         version: str,
         rate_limit_state: Optional[Callable[[], StoreState]] = None,
@@ -122,7 +122,10 @@ class GatewayApp:
     ) -> None:
         """
         @param config: the configuration; C{/info} lists its services.
-        @param health: probes the upstreams for C{/health/services}.
+        @param health: reports the upstreams' health for
+            C{/health/services}: from the background checks
+            (L{qeetgw.activehealth.ActiveHealthChecker}), or by probing
+            on demand (L{qeetgw.health.HealthChecker}).
         @param clock: the source of every C{timestamp}.
         @param version: the gateway's version, for C{/info}.
         @param rate_limit_state: the rate-limit store's state, reported by
@@ -172,8 +175,9 @@ class GatewayApp:
     @app.route("/health/services", methods=["GET"], merge_slashes=False)
     def services_health(self, request: IRequest) -> "Deferred[bytes]":
         """
-        Probe every upstream and report the rate-limit store: 200 when all
-        are healthy, else 503.
+        Report every upstream and its instances, and the rate-limit store:
+        200 when all are healthy, else 503.  With background checks on the
+        report is ready at once; with them off, every instance is probed.
         """
 
         def respond(report: HealthReport) -> bytes:

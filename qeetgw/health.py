@@ -1,17 +1,21 @@
 """
-Upstream health probes, for C{GET /health/services}.
+Upstream health probes and the report of C{GET /health/services}.
 
-A L{HealthChecker} probes every service's health path at once, each probe
-bounded by the configured timeout on an injected clock, and turns what
-happened into a L{HealthReport}: plain values that know their JSON shape.
-Probes never fail: a refused connection, a timeout or a 503 all become an
-unhealthy L{ServiceHealth} with a short C{error} for people.
+L{probe} GETs one instance's health path, bounded by a timeout on an
+injected clock, and never fails: a refused connection, a timeout or a 503
+all become a failed L{ProbeResult} with a short C{error} for people.
+
+A L{HealthChecker} probes every instance of every service at once when
+C{/health/services} is asked (HEALTH_CHECK_INTERVAL_MS=0); with background
+checks on, L{qeetgw.activehealth.ActiveHealthChecker} probes on its own
+schedule and answers from what it found.  Both report a L{HealthReport}:
+plain values that know their JSON shape.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import attrs
 from treq.client import HTTPClient
@@ -39,6 +43,8 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 
+from qeetgw.balancing import BalancingSettings, InstanceSet
+from qeetgw.balancing.instances import Status
 from qeetgw.config import ServiceConfig
 
 _log = Logger()
@@ -63,21 +69,93 @@ def iso_timestamp(seconds: float) -> str:
 
 
 @attrs.frozen
+class InstanceHealth:
+    """
+    What is known of one instance's health.
+
+    @ivar url: its base URL (C{"http://10.0.0.7:8082"}).
+    @ivar state: C{"healthy"}, C{"unhealthy"} or C{"ejected"} (taken out
+        by outlier ejection, which says the most: it comes back on its own).
+    @ivar last_check: the clock's seconds at its last health check, or
+        L{None} before the first.
+    @ivar latency_ms: how long that check took, in whole milliseconds, or
+        L{None}.
+    @ivar ejections: how many times outlier ejection took it out, ever.
+    @ivar error: why its last check failed, short and for people; L{None}
+        when it passed or there was none.
+    """
+
+    url: str
+    state: Status
+    last_check: Optional[float]
+    latency_ms: Optional[int]
+    ejections: int = 0
+    error: Optional[str] = None
+
+    @property
+    def available(self) -> bool:
+        """
+        Whether balancing may send it traffic (outside panic mode).
+        """
+        return self.state == "healthy"
+
+    def to_json(self) -> Dict[str, Any]:
+        """
+        The entry of a service's C{instances} list for this instance.
+        """
+        result: Dict[str, Any] = {
+            "url": self.url,
+            "state": self.state,
+            "lastCheck": None if self.last_check is None else iso_timestamp(self.last_check),
+            "latencyMs": self.latency_ms,
+            "ejections": self.ejections,
+        }
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+@attrs.frozen
 class ServiceHealth:
     """
-    What probing one service found.
+    What is known of one service's health.
 
     @ivar name: the service's name (C{"user-service"}).
-    @ivar healthy: whether it answered its health path with a 2xx.
-    @ivar response_time_ms: how long the probe took, in milliseconds.
+    @ivar healthy: whether it answered its health path with a 2xx (at
+        least one instance is available).
+    @ivar response_time_ms: how long the check took, in milliseconds (the
+        best instance's); L{None} before any check.
     @ivar error: why it is unhealthy, short and for people
         (C{"HTTP 503"}, C{"timeout after 5000 ms"}); C{None} when healthy.
+    @ivar instances: each instance's health, in configuration order.
     """
 
     name: str
     healthy: bool
-    response_time_ms: int
+    response_time_ms: Optional[int]
     error: Optional[str] = None
+    instances: Tuple[InstanceHealth, ...] = attrs.field(default=(), converter=tuple)
+
+    @classmethod
+    def of_instances(cls, name: str, instances: Sequence[InstanceHealth]) -> "ServiceHealth":
+        """
+        The health of service C{name} from its instances': healthy while one
+        is available, timed by the fastest available one (else the fastest),
+        and when unhealthy, explained by the first instance's error.
+        """
+        available = [i for i in instances if i.available]
+        timed = [i.latency_ms for i in (available or instances) if i.latency_ms is not None]
+        response_time = min(timed) if timed else None
+        error = None
+        if not available:
+            errors = [i.error for i in instances if i.error is not None]
+            if errors:
+                error = errors[0]
+            elif instances and all(i.state == "ejected" for i in instances):
+                error = "every instance is ejected"
+            else:
+                error = "no healthy instance"
+        return cls(name, bool(available), response_time, error, instances)
 
     def to_json(self) -> Dict[str, Any]:
         """
@@ -90,16 +168,19 @@ class ServiceHealth:
         }
         if self.error is not None:
             result["error"] = self.error
+        result["instances"] = [instance.to_json() for instance in self.instances]
         return result
 
 
 @attrs.frozen
 class HealthReport:
     """
-    The outcome of one round of probes.
+    What C{/health/services} reports: one round of probes, or the
+    background checker's state.
 
     @ivar services: one L{ServiceHealth} per service, in configuration order.
-    @ivar checked_at: the clock's seconds when the round finished.
+    @ivar checked_at: the clock's seconds when the round finished (or when
+        the state was read).
     """
 
     services: Tuple[ServiceHealth, ...] = attrs.field(converter=tuple)
@@ -128,6 +209,19 @@ class HealthReport:
             "services": [service.to_json() for service in self.services],
             "timestamp": iso_timestamp(self.checked_at),
         }
+
+
+class HealthSource(Protocol):
+    """
+    What C{/health/services} asks for its report: L{HealthChecker} probes
+    on demand, L{qeetgw.activehealth.ActiveHealthChecker} answers at once
+    from its background checks.
+    """
+
+    def check_all(self) -> "Deferred[HealthReport]":
+        """
+        Fire with the L{HealthReport}.
+        """
 
 
 class ProbeClient(Protocol):
@@ -236,14 +330,110 @@ def _describe(failure: Failure, timeout_ms: int) -> Optional[str]:
     return None
 
 
+@attrs.frozen
+class ProbeResult:
+    """
+    The outcome of one health probe.
+
+    @ivar ok: whether the instance answered its health path with a 2xx.
+    @ivar latency_ms: how long the probe took, body included.
+    @ivar finished_at: the clock's seconds when it ended.
+    @ivar error: why it failed, short and for people; L{None} when C{ok}.
+    @ivar cancelled: whether it was given up by its caller, and so says
+        nothing about the instance.
+    """
+
+    ok: bool
+    latency_ms: float
+    finished_at: float
+    error: Optional[str] = None
+    cancelled: bool = False
+
+
+def probe(
+    client: ProbeClient, url: str, clock: IReactorTime, timeout_ms: int
+) -> "Deferred[ProbeResult]":
+    """
+    GET C{url} (an instance's base URL and its service's health path); fire
+    with the L{ProbeResult} within C{timeout_ms}, never fail.  Cancelling
+    it gives up the probe (a failed result, not logged).
+    """
+    started = clock.seconds()
+    # Redirects are not followed: a health path that redirects is a
+    # misconfiguration to report, not to hide.  unbuffered: the body is
+    # discarded as it arrives rather than kept.
+    probing: "Deferred[Any]" = maybeDeferred(
+        client.get, url, allow_redirects=False, unbuffered=True
+    )
+    probing.addCallback(_read_status)
+    # The timeout covers the body too: an instance that sends headers and
+    # then stalls must not hold a round.
+    probing.addTimeout(
+        timeout_ms / 1000,
+        clock,
+        onTimeoutCancel=lambda result, timeout: Failure(_ProbeTimedOut()),
+    )
+
+    # Whether our caller gave the probe up: the client then reports the
+    # cancellation in its own way (treq's agent as ResponseNeverReceived),
+    # which must not read as a fault of the instance.
+    gave_up = False
+
+    def result(ok: bool, error: Optional[str] = None) -> ProbeResult:
+        now = clock.seconds()
+        return ProbeResult(ok, (now - started) * 1000, now, error, gave_up)
+
+    def answered(code: int) -> ProbeResult:
+        if 200 <= code < 300:
+            return result(True)
+        return result(False, f"HTTP {code}")
+
+    def failed(failure: Failure) -> ProbeResult:
+        if gave_up:
+            return result(False, "probe cancelled")
+        error = _describe(failure, timeout_ms)
+        if error is None:
+            _log.failure("Health probe of {url} failed unexpectedly", failure, url=url)
+            error = "probe failed"
+        return result(False, error)
+
+    def give_up(outcome: "Deferred[ProbeResult]") -> None:
+        nonlocal gave_up
+        gave_up = True
+        probing.cancel()
+
+    outcome: "Deferred[ProbeResult]" = Deferred(give_up)
+
+    def deliver(value: ProbeResult) -> None:
+        # Fired already if the client did not end the probe when cancelled.
+        if not outcome.called:
+            outcome.callback(value)
+
+    probing.addCallbacks(answered, failed).addCallback(deliver)
+    return outcome
+
+
+def service_timeout_ms(service: ServiceConfig, default_ms: int) -> int:
+    """
+    How long a probe of C{service} may take: its own <SERVICE>_TIMEOUT_MS,
+    else GATEWAY_PROXY_TIMEOUT_MS (C{default_ms}), as for proxied requests.
+    """
+    return service.timeout_ms if service.timeout_ms is not None else default_ms
+
+
 class HealthChecker:
     """
-    Probes every upstream's health path concurrently, each probe bounded by
-    a timeout, and reports what it found.
+    Probes every instance of every upstream on demand, concurrently, each
+    probe bounded by a timeout, and reports what it found.  Used when the
+    background checks are off (HEALTH_CHECK_INTERVAL_MS=0).
 
     Calls of L{check_all} while a round is in flight join that round instead
     of starting another: C{/health/services} is public, and each call must
     not become one request per upstream.
+
+    These probes are not recorded into the instances' state: with active
+    health off, which instances get traffic must not depend on who calls a
+    public endpoint.  They show in the report only.
     """
 
     def __init__(
@@ -252,24 +442,36 @@ class HealthChecker:
         http_client: ProbeClient,
         clock: IReactorTime,
         timeout_ms: int,
+        instances: Optional[Mapping[str, InstanceSet]] = None,
     ) -> None:
         """
         @param services: the services to probe, in report order.
         @param http_client: a treq-like client; see L{make_probe_client}.
         @param clock: the clock that times probes and bounds them.
-        @param timeout_ms: the longest a probe may take, body included.
+        @param timeout_ms: the longest a probe may take, body included,
+            for a service without a timeout of its own.
+        @param instances: each service's instances, by service name, whose
+            ejections the report shows (the proxy's); when not given (or a
+            service is missing), the service's configured instances, never
+            ejected.
         """
         self._services = tuple(services)
         self._client = http_client
         self._clock = clock
         self._timeout_ms = timeout_ms
+        given = instances or {}
+        self._instances: Dict[str, InstanceSet] = {
+            service.name: given.get(service.name)
+            or InstanceSet(service.instances, BalancingSettings(), clock)
+            for service in self._services
+        }
         self._waiters: List["Deferred[HealthReport]"] = []
 
     def check_all(self) -> "Deferred[HealthReport]":
         """
-        Probe every service; fire with the L{HealthReport}, within the timeout
-        (plus the clock's scheduling).  Cancelling the result only stops
-        waiting for it: the round goes on for any other caller.
+        Probe every instance; fire with the L{HealthReport}, within the
+        timeout (plus the clock's scheduling).  Cancelling the result only
+        stops waiting for it: the round goes on for any other caller.
         """
         waiter: "Deferred[HealthReport]" = Deferred()
         self._waiters.append(waiter)
@@ -279,9 +481,9 @@ class HealthChecker:
 
     def _start_round(self) -> None:
         """
-        Start one probe per service and deliver the report to every waiter.
+        Start one probe per instance and deliver the report to every waiter.
         """
-        probes = [self._probe(service) for service in self._services]
+        probes = [self._check_service(service) for service in self._services]
         round_: "Deferred[List[ServiceHealth]]" = gatherResults(
             probes, consumeErrors=True
         )
@@ -304,69 +506,42 @@ class HealthChecker:
             else:
                 waiter.callback(result)
 
-    def _probe(self, service: ServiceConfig) -> "Deferred[ServiceHealth]":
+    def _check_service(self, service: ServiceConfig) -> "Deferred[ServiceHealth]":
         """
-        GET C{service}'s health path; fire with its L{ServiceHealth}, never
-        fail.
+        Probe every instance of C{service}; fire with its L{ServiceHealth}.
         """
-        url = service.url + service.health_path
-        started = self._clock.seconds()
-        # Redirects are not followed: a health path that redirects is a
-        # misconfiguration to report, not to hide.  unbuffered: the body is
-        # discarded as it arrives rather than kept.
-        probe: "Deferred[Any]" = maybeDeferred(
-            self._client.get, url, allow_redirects=False, unbuffered=True
-        )
-        probe.addCallback(_read_status)
-        # The timeout covers the body too: a service that sends headers and
-        # then stalls must not hold /health/services.
-        probe.addTimeout(
-            self._timeout_ms / 1000,
-            self._clock,
-            onTimeoutCancel=lambda result, timeout: Failure(_ProbeTimedOut()),
-        )
+        instances = self._instances[service.name]
+        snapshots = instances.snapshot()
+        timeout_ms = service_timeout_ms(service, self._timeout_ms)
+        probes = [
+            probe(self._client, snapshot.url + service.health_path, self._clock, timeout_ms)
+            for snapshot in snapshots
+        ]
 
-        def elapsed_ms() -> int:
-            return round((self._clock.seconds() - started) * 1000)
-
-        def answered(code: int) -> ServiceHealth:
-            if 200 <= code < 300:
-                return ServiceHealth(service.name, True, elapsed_ms())
-            return self._unhealthy(service, url, elapsed_ms(), f"HTTP {code}")
-
-        def failed(failure: Failure) -> ServiceHealth:
-            error = _describe(failure, self._timeout_ms)
-            if error is None:
-                _log.failure(
-                    "Health probe of {service} failed unexpectedly",
-                    failure,
-                    service=service.name,
-                    url=url,
+        def combine(results: List[ProbeResult]) -> ServiceHealth:
+            found = []
+            for snapshot, result in zip(snapshots, results):
+                state: Status = "ejected" if snapshot.status == "ejected" else (
+                    "healthy" if result.ok else "unhealthy"
                 )
-                error = "probe failed"
-            return self._unhealthy(
-                service, url, elapsed_ms(), error, failure.getErrorMessage()
-            )
+                found.append(
+                    InstanceHealth(
+                        url=snapshot.url,
+                        state=state,
+                        last_check=result.finished_at,
+                        latency_ms=round(result.latency_ms),
+                        ejections=snapshot.ejections,
+                        error=result.error,
+                    )
+                )
+                if not result.ok:
+                    _log.warn(
+                        "Instance {url} of {service} failed its health probe: {error}",
+                        service=service.name,
+                        url=snapshot.url,
+                        error=result.error,
+                        response_time_ms=round(result.latency_ms),
+                    )
+            return ServiceHealth.of_instances(service.name, found)
 
-        return probe.addCallbacks(answered, failed)
-
-    def _unhealthy(
-        self,
-        service: ServiceConfig,
-        url: str,
-        response_time_ms: int,
-        error: str,
-        detail: Optional[str] = None,
-    ) -> ServiceHealth:
-        """
-        Log that C{service} is unhealthy and say so as a value.
-        """
-        _log.warn(
-            "Service {service} is unhealthy: {error}",
-            service=service.name,
-            url=url,
-            error=error,
-            detail=detail,
-            response_time_ms=response_time_ms,
-        )
-        return ServiceHealth(service.name, False, response_time_ms, error)
+        return gatherResults(probes, consumeErrors=True).addCallback(combine)

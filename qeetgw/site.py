@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from qeetgw import __version__
+from qeetgw.activehealth import ActiveHealthChecker
 from qeetgw.app import GatewayApp
 from qeetgw.auth import TokenVerifier
 from qeetgw.authguard import JWTGuard
@@ -33,7 +34,7 @@ from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
-from qeetgw.health import HealthChecker
+from qeetgw.health import HealthChecker, HealthSource
 from qeetgw.metrics import ABORTED, GATEWAY, NO_ROUTE, Metrics, MetricsListener, status_class
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.proxy import ReverseProxyResource
@@ -65,6 +66,8 @@ class Gateway:
     metrics: Optional[Metrics] = None
     #: The metrics listener, when METRICS_PORT is set.
     metrics_listener: Optional[MetricsListener] = None
+    #: The background health checker, when HEALTH_CHECK_INTERVAL_MS > 0.
+    health_checker: Optional[ActiveHealthChecker] = None
 
     @property
     def workers(self) -> Tuple[Any, ...]:
@@ -72,9 +75,12 @@ class Gateway:
         The parts started and stopped with the service (their C{start} and
         C{stop}).
         """
+        workers: Tuple[Any, ...] = (self.verifier, self.store)
         if self.metrics_listener is not None:
-            return (self.verifier, self.store, self.metrics_listener)
-        return (self.verifier, self.store)
+            workers += (self.metrics_listener,)
+        if self.health_checker is not None:
+            workers += (self.health_checker,)
+        return workers
 
 
 class MeteredSite(GatewaySite):
@@ -233,13 +239,17 @@ def build_site(
         on_jwks_fetch=metrics.jwks_fetch if metrics is not None else None,
     )
     routes = RouteTable.from_services(config.services)
+    # One set of ServiceUpstreams for the proxy and the health checks: what
+    # the probes find is what balancing skips, and what /health/services shows
+    # (ejections included) is what the proxy sees.
+    balanced = service_upstreams(config, clock)
     proxy = ReverseProxyResource(
         routes,
         upstreams.agent,
         clock,
         config.proxy_timeout_ms / 1000,
         metrics=metrics,
-        upstreams=service_upstreams(config, clock),
+        upstreams=balanced,
     )
     store = make_store(config, reactor, clock)
     api = RateLimitGuard(
@@ -250,7 +260,21 @@ def build_site(
         fail_open=config.rate_limit_fail == "open",
         metrics=metrics,
     )
-    health = HealthChecker(config.services, probe_client, clock, config.proxy_timeout_ms)
+    health: HealthSource
+    checker: Optional[ActiveHealthChecker] = None
+    if config.health_check_interval_ms > 0:
+        checker = ActiveHealthChecker(
+            balanced, probe_client, clock, config.health_check_interval_ms
+        )
+        health = checker
+    else:
+        health = HealthChecker(
+            config.services,
+            probe_client,
+            clock,
+            config.proxy_timeout_ms,
+            instances={name: upstream.instances for name, upstream in balanced.items()},
+        )
     readiness = Readiness()
     own = GatewayApp(
         config, health, clock, __version__.public(), store.state, readiness
@@ -282,4 +306,5 @@ def build_site(
         readiness=readiness,
         metrics=metrics,
         metrics_listener=listener,
+        health_checker=checker,
     )

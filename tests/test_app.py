@@ -164,6 +164,7 @@ class GatewayAppTests(SynchronousTestCase):
                 "status": "unhealthy",
                 "responseTime": 3,
                 "error": "HTTP 503",
+                "instances": [],
             },
         )
 
@@ -304,6 +305,16 @@ class ServicesTimeoutTests(SynchronousTestCase):
                     "status": "unhealthy",
                     "responseTime": 5000,
                     "error": "timeout after 5000 ms",
+                    "instances": [
+                        {
+                            "url": "http://localhost:8082",
+                            "state": "unhealthy",
+                            "lastCheck": "1970-01-01T00:00:05.000Z",
+                            "latencyMs": 5000,
+                            "ejections": 0,
+                            "error": "timeout after 5000 ms",
+                        }
+                    ],
                 }
             ],
         )

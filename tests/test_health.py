@@ -24,6 +24,7 @@ from qeetgw.config import ServiceConfig
 from qeetgw.health import (
     HealthChecker,
     HealthReport,
+    InstanceHealth,
     ServiceHealth,
     iso_timestamp,
     make_probe_client,
@@ -123,8 +124,34 @@ class HealthCheckerTests(SynchronousTestCase):
             {
                 "status": "ok",
                 "services": [
-                    {"name": "user-service", "status": "healthy", "responseTime": 0},
-                    {"name": "order-service", "status": "healthy", "responseTime": 0},
+                    {
+                        "name": "user-service",
+                        "status": "healthy",
+                        "responseTime": 0,
+                        "instances": [
+                            {
+                                "url": "http://localhost:8082",
+                                "state": "healthy",
+                                "lastCheck": "2026-11-27T05:08:05.123Z",
+                                "latencyMs": 0,
+                                "ejections": 0,
+                            }
+                        ],
+                    },
+                    {
+                        "name": "order-service",
+                        "status": "healthy",
+                        "responseTime": 0,
+                        "instances": [
+                            {
+                                "url": "http://localhost:8084",
+                                "state": "healthy",
+                                "lastCheck": "2026-11-27T05:08:05.123Z",
+                                "latencyMs": 0,
+                                "ejections": 0,
+                            }
+                        ],
+                    },
                 ],
                 "timestamp": "2026-11-27T05:08:05.123Z",
             },
@@ -146,7 +173,13 @@ class HealthCheckerTests(SynchronousTestCase):
         self.assertEqual(report.status, "degraded")
         self.assertEqual(
             report.services[1],
-            ServiceHealth("order-service", False, 0, "HTTP 503"),
+            ServiceHealth(
+                "order-service",
+                False,
+                0,
+                "HTTP 503",
+                [InstanceHealth("http://localhost:8084", "unhealthy", NOW, 0, 0, "HTTP 503")],
+            ),
         )
         self.assertTrue(report.services[0].healthy)
 
@@ -173,6 +206,16 @@ class HealthCheckerTests(SynchronousTestCase):
                 "status": "unhealthy",
                 "responseTime": 5000,
                 "error": "timeout after 5000 ms",
+                "instances": [
+                    {
+                        "url": "http://localhost:8084",
+                        "state": "unhealthy",
+                        "lastCheck": "2026-11-27T05:08:10.123Z",
+                        "latencyMs": 5000,
+                        "ejections": 0,
+                        "error": "timeout after 5000 ms",
+                    }
+                ],
             },
         )
         self.assertTrue(report.services[0].healthy)
@@ -268,10 +311,12 @@ class HealthCheckerTests(SynchronousTestCase):
 
         checker = HealthChecker([ORDER], Refusing(), self.clock, 5000)
         report = self.successResultOf(checker.check_all())
+        [order] = report.services
         self.assertEqual(
-            report.services[0],
-            ServiceHealth("order-service", False, 0, "connection refused"),
+            (order.healthy, order.response_time_ms, order.error),
+            (False, 0, "connection refused"),
         )
+        self.assertEqual(order.instances[0].error, "connection refused")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_unexpected_failure_is_logged_not_shown(self) -> None:
@@ -361,5 +406,5 @@ class ValueTests(SynchronousTestCase):
     def test_healthy_service_has_no_error_key(self) -> None:
         self.assertEqual(
             ServiceHealth("user-service", True, 12).to_json(),
-            {"name": "user-service", "status": "healthy", "responseTime": 12},
+            {"name": "user-service", "status": "healthy", "responseTime": 12, "instances": []},
         )

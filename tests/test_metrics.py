@@ -69,7 +69,7 @@ class TrafficTests(TestCase):
         self.assertIsNone(gateway.metrics)
         self.assertIsNone(gateway.metrics_listener)
         self.assertIs(type(gateway.site), GatewaySite)
-        self.assertEqual(len(gateway.workers), 2)
+        self.assertEqual(len(gateway.workers), 3)  # verifier, store, health checker
 
     def test_wiring(self) -> None:
         gateway = self.memory.gateway
