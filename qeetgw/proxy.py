@@ -398,7 +398,7 @@ class _Exchange:
         sent_at = self.proxy._clock.seconds()
         try:
             answered = self.proxy._agent.request(
-                request.method, url, self.headers.copy(),
+                request.method, url, self.headers,
                 body_producer(request.content, self.proxy._cooperator),
             )
         except ValueError:
