@@ -271,6 +271,12 @@ class Config:
     client_max_header_bytes: int = 16384
     #: MAX_CONNECTIONS: open client connections at most.
     max_connections: int = 10000
+    #: SERVICE_DISCOVERY: C{"static"} (the configured URLs are the
+    #: instances) or C{"dns"} (each address a host name resolves to is one,
+    #: re-resolved every DNS_REFRESH_MS; see L{qeetgw.discovery}).
+    service_discovery: Literal["static", "dns"] = "static"
+    #: DNS_REFRESH_MS: how often dns discovery re-resolves the host names.
+    dns_refresh_ms: int = 5000
     #: BALANCER: how an instance is chosen among several.
     balancer: Literal["round_robin", "least_request"] = "round_robin"
     #: OUTLIER_CONSECUTIVE_FAILURES: failures in a row that eject an instance.
@@ -1340,6 +1346,15 @@ VARIABLES: Tuple[Variable, ...] = (
         "Open client connections at most; past it new connections are closed at once",
     ),
     Variable(
+        "SERVICE_DISCOVERY", "static", _choice("static", "dns"), "service_discovery",
+        "static: the service URLs are the instances; dns: every address a service "
+        "URL's host name resolves to is an instance (http:// upstreams only)",
+    ),
+    Variable(
+        "DNS_REFRESH_MS", "5000", _whole_number(100), "dns_refresh_ms",
+        "How often dns discovery re-resolves the service host names",
+    ),
+    Variable(
         "BALANCER", "round_robin", _choice("round_robin", "least_request"), "balancer",
         "How an instance is chosen among a service's several: round_robin or "
         "least_request (the less busy of two random ones)",
@@ -1511,6 +1526,26 @@ def _services(values: Mapping[str, Any]) -> Tuple[ServiceConfig, ...]:
     return tuple(services)
 
 
+def _check_discovery(values: Mapping[str, Any], problems: List[str]) -> None:
+    """
+    dns discovery connects to the addresses a name resolves to, and TLS
+    verifies the certificate against the host connected to: an https://
+    service URL cannot be discovered by DNS (it is for http:// upstreams
+    inside the cluster).
+    """
+    if values.get("SERVICE_DISCOVERY") != "dns":
+        return
+    for name, _, _, _, _ in _SERVICE_TABLE:
+        variable = f"{_service_variable_prefix(name)}_URL"
+        urls = values.get(variable)
+        if isinstance(urls, tuple) and any(url.startswith("https://") for url in urls):
+            problems.append(
+                f"SERVICE_DISCOVERY=dns: {variable} is https://, but dns discovery connects "
+                "to the resolved addresses and TLS verifies the host name; use dns discovery "
+                "for http:// upstreams inside the cluster, or SERVICE_DISCOVERY=static"
+            )
+
+
 def _check_jwt(
     values: Mapping[str, Any], given: Mapping[str, Tuple[str, str]], problems: List[str]
 ) -> None:
@@ -1632,6 +1667,7 @@ def load_config(
     values = _parse_all(given, problems)
     listen = _listen(values, overrides, problems)
     _check_jwt(values, given, problems)
+    _check_discovery(values, problems)
     workers = values.get("WORKERS")
     if (
         isinstance(workers, int)

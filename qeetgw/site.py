@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHostnameResolver, IReactorTime
 from twisted.logger import Logger
 
 from qeetgw import __version__
@@ -33,6 +33,7 @@ from qeetgw.client import Upstreams, make_upstreams
 from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
+from qeetgw.discovery import DNSDiscovery
 from qeetgw.headers import SecurityHeaders
 from qeetgw.health import HealthChecker, HealthSource
 from qeetgw.metrics import ABORTED, GATEWAY, NO_ROUTE, Metrics, MetricsListener, status_class
@@ -68,6 +69,8 @@ class Gateway:
     metrics_listener: Optional[MetricsListener] = None
     #: The background health checker, when HEALTH_CHECK_INTERVAL_MS > 0.
     health_checker: Optional[ActiveHealthChecker] = None
+    #: The DNS discovery, when SERVICE_DISCOVERY=dns.
+    discovery: Optional[DNSDiscovery] = None
 
     @property
     def workers(self) -> Tuple[Any, ...]:
@@ -78,6 +81,8 @@ class Gateway:
         workers: Tuple[Any, ...] = (self.verifier, self.store)
         if self.metrics_listener is not None:
             workers += (self.metrics_listener,)
+        if self.discovery is not None:
+            workers += (self.discovery,)
         if self.health_checker is not None:
             workers += (self.health_checker,)
         return workers
@@ -212,6 +217,7 @@ def build_site(
     upstreams: Optional[Upstreams] = None,
     clock: Optional[IReactorTime] = None,
     metrics: Optional[Metrics] = None,
+    resolver: Optional[IHostnameResolver] = None,
 ) -> Gateway:
     """
     The gateway for C{config}.
@@ -223,6 +229,8 @@ def build_site(
         C{reactor} when not given.
     @param metrics: where to count; made when METRICS_PORT is set and none
         is given.  With neither, nothing is counted.
+    @param resolver: what SERVICE_DISCOVERY=dns resolves with; the
+        reactor's C{nameResolver} when not given.
     """
     clock = clock if clock is not None else reactor
     if metrics is None and config.metrics_port is not None:
@@ -243,6 +251,14 @@ def build_site(
     # the probes find is what balancing skips, and what /health/services shows
     # (ejections included) is what the proxy sees.
     balanced = service_upstreams(config, clock)
+    discovery: Optional[DNSDiscovery] = None
+    if config.service_discovery == "dns":
+        discovery = DNSDiscovery(
+            balanced,
+            resolver if resolver is not None else reactor.nameResolver,
+            clock,
+            config.dns_refresh_ms,
+        )
     proxy = ReverseProxyResource(
         routes,
         upstreams.agent,
@@ -307,4 +323,5 @@ def build_site(
         metrics=metrics,
         metrics_listener=listener,
         health_checker=checker,
+        discovery=discovery,
     )

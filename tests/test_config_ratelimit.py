@@ -91,3 +91,35 @@ class WorkersConfigTests(SynchronousTestCase):
             self.assertTrue([line for line in error.problems if line.startswith("WORKERS=2")], error.problems)
         else:
             self.fail("accepted")
+
+
+class DiscoveryConfigTests(SynchronousTestCase):
+    """
+    SERVICE_DISCOVERY and DNS_REFRESH_MS.
+    """
+
+    def test_defaults(self) -> None:
+        config = load_config(BASE)
+        self.assertEqual(config.service_discovery, "static")
+        self.assertEqual(config.dns_refresh_ms, 5000)
+
+    def test_values(self) -> None:
+        config = load_config({**BASE, "SERVICE_DISCOVERY": "DNS", "DNS_REFRESH_MS": "1000"})
+        self.assertEqual(config.service_discovery, "dns")
+        self.assertEqual(config.dns_refresh_ms, 1000)
+        for name, bad in [("SERVICE_DISCOVERY", "consul"), ("DNS_REFRESH_MS", "0"),
+                          ("DNS_REFRESH_MS", "99"), ("DNS_REFRESH_MS", "soon")]:
+            with self.subTest(name=name, value=bad):
+                lines = problems(**{name: bad})
+                self.assertEqual(len(lines), 1, lines)
+                self.assertTrue(lines[0].startswith(f"{name}="), lines)
+
+    def test_https_refused_with_dns(self) -> None:
+        lines = problems(SERVICE_DISCOVERY="dns", PAYMENT_SERVICE_URL="http://a:1,https://b:2")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith("SERVICE_DISCOVERY=dns: PAYMENT_SERVICE_URL is https://"), lines)
+        self.assertIn("http:// upstreams inside the cluster", lines[0])
+
+    def test_https_fine_when_static(self) -> None:
+        self.assertEqual(problems(PAYMENT_SERVICE_URL="https://payments.example"), [])
+        self.assertEqual(problems(SERVICE_DISCOVERY="dns", PAYMENT_SERVICE_URL="http://payments:8085"), [])
