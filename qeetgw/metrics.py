@@ -110,6 +110,8 @@ class ServiceMetrics:
         self._errors = {
             kind: metrics.upstream_errors.labels(service, kind) for kind in UPSTREAM_ERROR_KINDS
         }
+        self.retries = metrics.upstream_retries.labels(service)
+        self.ejections = metrics.upstream_ejections.labels(service)
 
     def upstream_error(self, kind: str) -> None:
         """
@@ -136,6 +138,32 @@ class _Connections:
             "Open client connections",
             value=len(self._site.channels),
         )
+
+
+class _Instances:
+    """
+    A collector of every service's instance states, read at scrape time.
+    """
+
+    def __init__(self, upstreams: Any) -> None:
+        self._upstreams = upstreams
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "qeetgw_upstream_instances",
+            "Instances of each service, by state (healthy, unhealthy, ejected)",
+            labels=["service", "state"],
+        )
+        for name, upstream in self._upstreams.items():
+            states = {"healthy": 0, "unhealthy": 0, "ejected": 0}
+            for snapshot in upstream.instances.snapshot():
+                states[snapshot.status] = states.get(snapshot.status, 0) + 1
+            for state, count in states.items():
+                family.add_metric([name, state], count)
+        yield family
 
 
 class Metrics:
@@ -171,6 +199,14 @@ class Metrics:
             "qeetgw_upstream_requests_in_flight", "Requests being forwarded, by service",
             ["service"], registry=r,
         )
+        self.upstream_retries = Counter(
+            "qeetgw_upstream_retries", "Tries sent again to another instance, by service",
+            ["service"], registry=r,
+        )
+        self.upstream_ejections = Counter(
+            "qeetgw_upstream_ejections", "Instances ejected by outlier detection, by service",
+            ["service"], registry=r,
+        )
         self.rate_limited = Counter(
             "qeetgw_rate_limited", "Requests refused with 429, by budget",
             ["budget"], registry=r,
@@ -195,6 +231,14 @@ class Metrics:
         self._jwks = {outcome: self.jwks_fetches.labels(outcome) for outcome in ("success", "failure")}
         self._budgets: Dict[str, Any] = {}
         self._connections: Optional[_Connections] = None
+
+    def watch_instances(self, upstreams: Any) -> None:
+        """
+        Report how many instances of each service are healthy, unhealthy or
+        ejected (read at scrape time from C{upstreams}, the services'
+        L{qeetgw.upstreams.ServiceUpstream}s by name).
+        """
+        self.registry.register(_Instances(upstreams))
 
     def watch_connections(self, site: Any) -> None:
         """

@@ -420,7 +420,7 @@ class _Exchange:
         self.pending = None
         outcome = outcome_of_status(response.code)
         if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
-            self.upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+            self._finished(instance, outcome)
             response.deliverBody(_Discard())
             self._retry()
             return None
@@ -460,9 +460,9 @@ class _Exchange:
                 if self.client_left and self.streaming is not None and self.streaming.client_gone:
                     upstream.instances.cancelled(instance)  # type: ignore[union-attr]
                 elif self.streaming is not None and self.streaming.broke:
-                    upstream.instances.finished(instance, Outcome.RESET)  # type: ignore[union-attr]
+                    self._finished(instance, Outcome.RESET)
                 else:
-                    upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+                    self._finished(instance, outcome)
 
             finished.addCallback(body_done)
         return finished
@@ -475,7 +475,7 @@ class _Exchange:
             return
         outcome = _outcome_of_failure(reason)
         if instance is not None:
-            self.upstream.instances.finished(instance, outcome)  # type: ignore[union-attr]
+            self._finished(instance, outcome)
             if self._may_retry(outcome, outcome is not Outcome.CONNECT_FAILURE):
                 log.info(
                     "retrying {service} on another instance after {kind}",
@@ -486,6 +486,21 @@ class _Exchange:
                 self._retry()
                 return
         self.proxy._failed(reason, self.request, self.route, self.metrics)
+
+    def _finished(self, instance: Any, outcome: Outcome) -> None:
+        """
+        Tell the instance set how a try ended; count an ejection it caused.
+        """
+        assert self.upstream is not None
+        if self.upstream.instances.finished(instance, outcome):
+            log.warn(
+                "instance ejected: {service} {instance}",
+                service=self.route.service.name,
+                instance=instance.url,
+                ejections=instance.ejections,
+            )
+            if self.metrics is not None:
+                self.metrics.ejections.inc()
 
     def _may_retry(self, outcome: Outcome, bytes_sent: bool) -> bool:
         upstream = self.upstream
@@ -501,6 +516,8 @@ class _Exchange:
         upstream = self.upstream
         assert upstream is not None
         upstream.budget.retry_started()
+        if self.metrics is not None:
+            self.metrics.retries.inc()
         wait = deferLater(self.proxy._clock, backoff(self.tries, upstream.random), lambda: None)
         self.pending = wait
 

@@ -251,6 +251,8 @@ def build_site(
     # the probes find is what balancing skips, and what /health/services shows
     # (ejections included) is what the proxy sees.
     balanced = service_upstreams(config, clock)
+    if metrics is not None:
+        metrics.watch_instances(balanced)
     discovery: Optional[DNSDiscovery] = None
     if config.service_discovery == "dns":
         discovery = DNSDiscovery(

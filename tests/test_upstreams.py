@@ -218,3 +218,84 @@ class BreakerAndTimeoutTests(SynchronousTestCase):
         made.clock.advance(1.1)
         self.assertEqual(payment.response().code, 504)
         self.assertEqual(order.transport.value(), b"")
+
+
+class BudgetAndLeastRequestTests(SynchronousTestCase):
+    """
+    The retry budget caps extra load; least_request avoids a slow instance.
+    """
+
+    def test_retry_budget_caps_the_extra_load(self) -> None:
+        from tests.memory import Connection
+
+        def busy(request: IRequest) -> bytes:
+            request.setResponseCode(503)
+            return b"busy"
+
+        made = gateway(busy, RETRY_MAX="1")
+        connections = []
+        for _ in range(30):
+            connection = Connection(made.gateway.site)
+            connection.send(get(b"/api/v1/users/1"))
+            connections.append(connection)
+        made.agent.flush()
+        # Every first try failed at once; only max(3, 20% of in flight)
+        # retries may wait for their backoff together, the rest answer 503.
+        for _ in range(20):
+            made.clock.advance(0.05)
+            made.agent.flush()
+        self.assertEqual(len(made.upstream.seen), 30 + 3)
+        self.assertEqual([c.response().code for c in connections], [503] * 30)
+
+    def test_least_request_sends_a_slow_instance_less(self) -> None:
+        from tests.memory import Connection
+
+        def slow_a(request: IRequest) -> Any:
+            if host_of(request) == "a.test":
+                return NOT_DONE_YET  # never answers: its requests stay in flight
+            return b"ok"
+
+        made = gateway(slow_a, BALANCER="least_request")
+        for _ in range(30):
+            connection = Connection(made.gateway.site)
+            connection.send(get(b"/api/v1/users/1"))
+            made.agent.flush()
+        hosts = Counter(host_of_seen(seen) for seen in made.upstream.seen)
+        self.assertLessEqual(hosts["a.test"], 2)
+        self.assertEqual(hosts["b.test"] + hosts["c.test"], 30 - hosts["a.test"])
+
+
+class InstanceMetricsTests(SynchronousTestCase):
+    """
+    Retries, ejections and instance states in the metrics.
+    """
+
+    def test_counted(self) -> None:
+        from prometheus_client import generate_latest
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from qeetgw.metrics import Metrics
+
+        from qeetgw.site import build_site
+
+        made = gateway(OUTLIER_CONSECUTIVE_FAILURES="1")
+        metrics = Metrics(process=False)
+        # The same gateway, built again with metrics on.
+        made.gateway = build_site(
+            made.config, made.clock, upstreams=made.gateway.upstreams, clock=made.clock, metrics=metrics
+        )
+        down_agent(made, b"a.test")
+        for _ in range(3):
+            self.assertEqual(made.send(get(b"/api/v1/users/1"), settle=1).code, 200)
+        samples = {}
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        self.assertEqual(samples[("qeetgw_upstream_retries_total", (("service", "user-service"),))], 1)
+        self.assertEqual(samples[("qeetgw_upstream_ejections_total", (("service", "user-service"),))], 1)
+        self.assertEqual(
+            samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "ejected")))], 1
+        )
+        self.assertEqual(
+            samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "healthy")))], 2
+        )

@@ -71,8 +71,12 @@ class InstancesTests(TestCase):
         ports = [reactor.listenTCP(0, site, interface="127.0.0.1") for site in sites]
         for port in ports:
             self.addCleanup(lambda p=port: p.stopListening() if p.connected else None)
-        urls = ",".join(f"http://127.0.0.1:{port.getHost().port}" for port in ports)
-        env = gateway_environment("http://127.0.0.1:1", USER_SERVICE_URL=urls, OUTLIER_CONSECUTIVE_FAILURES="1")
+        numbers = [port.getHost().port for port in ports]
+        urls = ",".join(f"http://127.0.0.1:{number}" for number in numbers)
+        env = gateway_environment(
+            "http://127.0.0.1:1", USER_SERVICE_URL=urls, OUTLIER_CONSECUTIVE_FAILURES="1",
+            OUTLIER_BASE_EJECTION_MS="300",
+        )
         _, gateway = yield start_gateway(self, env)
         first = yield gatherResults([fetch(gateway, request(b"GET", b"/api/v1/users/1")) for _ in range(9)])
         self.assertEqual(Counter(response.body for response in first), {b"a": 3, b"b": 3, b"c": 3})
@@ -85,7 +89,23 @@ class InstancesTests(TestCase):
             later.append(response)
         self.assertEqual([response.code for response in later], [200] * 12)
         self.assertEqual(set(response.body for response in later), {b"a", b"c"})
+        # /health/services shows b ejected (the state the proxy balances on).
+        health = yield fetch(gateway, request(b"GET", b"/health/services"))
+        users = [s for s in health.json()["services"] if s["name"] == "user-service"][0]
+        states = {instance["url"]: instance["state"] for instance in users["instances"]}
+        self.assertEqual(states[f"http://127.0.0.1:{numbers[1]}"], "ejected")
         # A POST goes through too (its connection to b never opened).
         posted = yield fetch(gateway, request(b"POST", b"/api/v1/users", b'{"n":1}'))
         self.assertEqual(posted.code, 200)
         self.assertIn(b'{"n":1}', upstreams[0].received + upstreams[2].received)
+        # b comes back on its port: once its ejection is over it gets traffic again.
+        ports[1] = reactor.listenTCP(numbers[1], sites[1], interface="127.0.0.1")
+        self.addCleanup(ports[1].stopListening)
+        from twisted.internet.task import deferLater
+
+        yield deferLater(reactor, 0.4, lambda: None)
+        bodies = []
+        for _ in range(9):
+            response = yield fetch(gateway, request(b"GET", b"/api/v1/users/1"))
+            bodies.append(response.body)
+        self.assertIn(b"b", bodies)
