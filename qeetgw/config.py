@@ -10,10 +10,9 @@ This module imports nothing of qeetgw's, so every other module may use it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
+import struct
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
@@ -119,52 +118,269 @@ MINIMUM_HMAC_KEY_BYTES = 32
 #: hash (RFC 7518 section 3.2), which jjwt enforces when signing and parsing.
 HMAC_KEY_BYTES: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
 
-_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
+# ---------------------------------------------------------------------------
+# JWT_SECRET: read exactly as the auth-service reads it
+# ---------------------------------------------------------------------------
+#
+# The auth-service (jjwt 0.12.6) keys with Decoders.BASE64.decode(secret), and
+# with the secret's UTF-8 bytes only when that throws.  Decoders.BASE64 is an
+# ExceptionPropagatingDecoder around Base64Decoder, which calls
+# io.jsonwebtoken.io.Base64.DEFAULT.decodeFast(CharSequence): in
+# github:jwtk/jjwt at tag 0.12.6, api/src/main/java/io/jsonwebtoken/io/
+# Base64.java lines 238-297 (the same from 0.12.0 to 0.12.7).  The wrapper
+# turns every exception decodeFast raises (its own DecodingException, but also
+# an index out of bounds or a negative array size) into a DecodingException,
+# so "throws" means any of them.  The port below follows decodeFast statement
+# by statement, Java quirks included; the comments give the lines of
+# Base64.java each part ports.
+
+#: Base64.BASE64_IALPHABET (lines 48-55): the value of each of the 256 chars
+#: the table covers, -1 outside the alphabet.  "=" is 0, so a "=" that is not
+#: one of the last two chars decodes as "A" would.
+_JJWT_VALUES: Tuple[int, ...] = tuple(
+    0 if code == ord("=")
+    else "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".find(chr(code))
+    for code in range(256)
+)
+
+_EQUALS = ord("=")
+_CARRIAGE_RETURN = ord("\r")
+
+#: decodeFast's line-break rule: RFC 2045 lines of 76 chars (19 groups of 4),
+#: each followed by 2 chars ("\r\n") that are skipped unread.
+_JJWT_LINE = 76
+_JJWT_GROUPS_PER_LINE = 19
 
 
-def strict_base64(text: str) -> Optional[bytes]:
+class _JJWTThrows(Exception):
     """
-    The bytes C{text} encodes when it is strictly valid base64 in the
-    standard alphabet (RFC 4648 section 4: C{A-Z a-z 0-9 + /}, padded with
-    C{=} to a multiple of 4 characters, nothing else, not even whitespace);
-    L{None} otherwise.
-
-    The URL-safe alphabet (C{-} and C{_}) is deliberately not base64 here:
-    jjwt's C{Decoders.BASE64}, which the auth-service uses, refuses those
-    characters, so such a secret is used as text on both sides.
+    Where decodeFast would throw; Decoders.BASE64 makes any such exception a
+    DecodingException, so which one it was does not matter.
     """
-    if len(text) % 4 or not _BASE64_ALPHABET.match(text):
-        return None
+
+
+def _utf16_units(text: str) -> List[int]:
+    """
+    C{text} as the Java String the auth-service holds: UTF-16 code units.
+    decodeFast indexes code units, so a character outside the BMP counts
+    twice (a surrogate pair), which changes its length arithmetic.
+    """
+    data = text.encode("utf-16-le", "surrogatepass")
+    return list(struct.unpack(f"<{len(data) // 2}H", data))
+
+
+def _char_at(units: List[int], index: int) -> int:
+    """
+    C{String.charAt}: an index out of range throws (a negative one too,
+    which Python would count from the end).
+    """
+    if not 0 <= index < len(units):
+        raise _JJWTThrows("StringIndexOutOfBoundsException")
+    return units[index]
+
+
+def _jjwt_value(unit: int) -> int:
+    """
+    C{IALPHABET[c]} as decodeFast's trimming loops read it (lines 249 and
+    254): unchecked, so a char past 255 throws
+    ArrayIndexOutOfBoundsException.
+    """
+    if unit > 255:
+        raise _JJWTThrows("ArrayIndexOutOfBoundsException")
+    return _JJWT_VALUES[unit]
+
+
+def _jjwt_ctoi(unit: int) -> int:
+    """
+    Base64.ctoi (lines 217-224): a char's value, or DecodingException
+    ("Illegal base64 character") outside the alphabet and "=".
+    """
+    value = _JJWT_VALUES[unit] if unit <= 255 else -1
+    if value < 0:
+        raise _JJWTThrows("DecodingException")
+    return value
+
+
+def _java_int(value: int) -> int:
+    """
+    C{value} wrapped to a Java C{int} (32-bit two's complement).
+    """
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _java_divide(dividend: int, divisor: int) -> int:
+    """
+    Java's integer C{/}: rounded toward zero (Python's C{//} floors).
+    """
+    quotient = abs(dividend) // abs(divisor)
+    return quotient if (dividend < 0) == (divisor < 0) else -quotient
+
+
+@attrs.frozen
+class _JJWTLayout:
+    """
+    What decodeFast works out before decoding (lines 246-264).
+
+    @ivar start: the first char after trimming (C{sIx}).
+    @ivar end: the last char after trimming (C{eIx}).
+    @ivar pad: the C{=} counted as padding (C{pad}: 0, 1 or 2).
+    @ivar separators: the line-break chars it will skip (C{sepCnt}).
+    @ivar length: the number of bytes it returns (C{len}, never negative).
+    """
+
+    start: int
+    end: int
+    pad: int
+    separators: int
+    length: int
+
+
+def _jjwt_layout(units: List[int]) -> _JJWTLayout:
+    """
+    Lines 246-264 of decodeFast for non-empty C{units}.
+
+    @raise _JJWTThrows: where decodeFast would.
+    """
+    # 246-256: trim chars outside the alphabet from the start, then from the
+    # end.  The end loop is not bounded by the start: text without a legal
+    # char ends with end < start, a negative length, and a throw.
+    start, end = 0, len(units) - 1
+    while start < end and _jjwt_value(units[start]) < 0:
+        start += 1
+    while end > 0 and _jjwt_value(units[end]) < 0:
+        end -= 1
+    # 259: only the last two chars count as padding; charAt(end - 1) throws
+    # when "=" is the first char and the last legal one.
+    pad = 0
+    if units[end] == _EQUALS:
+        pad = 2 if _char_at(units, end - 1) == _EQUALS else 1
+    count = end - start + 1
+    # 261: line breaks are assumed when the untrimmed char 76 is "\r".
+    separators = 0
+    if len(units) > _JJWT_LINE and units[_JJWT_LINE] == _CARRIAGE_RETURN:
+        separators = _java_divide(count, _JJWT_LINE + 2) << 1
+    # 263-264: 6 bits a char, less a byte per "=", whatever the last group
+    # holds: a last group of one char adds no byte (it is never read).
+    length = ((count - separators) * 6 >> 3) - pad
+    if length < 0:
+        raise _JJWTThrows("NegativeArraySizeException")
+    return _JJWTLayout(start, end, pad, separators, length)
+
+
+def _jjwt_decode_fast(units: List[int]) -> bytes:
+    """
+    Base64.decodeFast(CharSequence) of jjwt 0.12.6 on UTF-16 C{units}.
+
+    @raise _JJWTThrows: where decodeFast would.
+    """
+    if not units:  # 241-244
+        return b""
+    layout = _jjwt_layout(units)
+    decoded = bytearray()
+    index = layout.start
+    # 267-283: whole groups of 4 chars into 3 bytes.
+    groups = 0
+    while len(decoded) < layout.length // 3 * 3:
+        value = 0
+        for shift in (18, 12, 6, 0):
+            value |= _jjwt_ctoi(_char_at(units, index)) << shift
+            index += 1
+        decoded += bytes([(value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF])
+        if layout.separators > 0:
+            groups += 1
+            if groups == _JJWT_GROUPS_PER_LINE:
+                index += 2  # Whatever the two chars are.
+                groups = 0
+    if len(decoded) < layout.length:
+        # 285-296: the last 1 or 2 bytes, from every char left before the
+        # padding; past the fourth, Java masks the shift count to 5 bits.
+        value = 0
+        j = 0
+        while index <= layout.end - layout.pad:
+            char_value = _jjwt_ctoi(_char_at(units, index))
+            value = _java_int(value | char_value << ((18 - j * 6) & 31))
+            index += 1
+            j += 1
+        shift = 16
+        while len(decoded) < layout.length:
+            decoded.append((value >> shift) & 0xFF)
+            shift -= 8
+    return bytes(decoded)
+
+
+def jjwt_base64_decode(text: str) -> Optional[bytes]:
+    """
+    The bytes jjwt's C{Decoders.BASE64.decode(text)} returns (jjwt 0.12.6,
+    C{io.jsonwebtoken.io.Base64.decodeFast}), or L{None} where it throws.
+
+    Neither RFC 4648 nor Python's base64: chars outside C{A-Z a-z 0-9 + /
+    =} are skipped at both ends (a trailing newline, spaces); padding may be
+    missing; only the last two chars count as padding, and a C{=} before
+    them decodes as C{A}; each C{=} counted as padding takes a byte off the
+    length, even where nothing was missing (C{"QUJD="} is two bytes, not
+    three); a last group of one char is dropped; any other
+    char outside the alphabet between the first and the last legal one
+    throws (a base64url C{-} or C{_}, a space), except the two chars after
+    each 76 when char 76 is C{"\\r"} (RFC 2045 lines).  An empty C{text} is
+    no bytes.
+    """
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return _jjwt_decode_fast(_utf16_units(text))
+    except _JJWTThrows:
         return None
+
+
+@attrs.frozen
+class HMACKey:
+    """
+    The HMAC key JWT_SECRET stands for, and how it was read.
+
+    @ivar key: the key's bytes; kept out of the repr so that it never
+        reaches a log.
+    @ivar reading: C{"base64"} when the key is the secret's decoding,
+        C{"text"} when it is the secret's UTF-8 bytes.
+    """
+
+    key: bytes = attrs.field(repr=False)
+    reading: Literal["base64", "text"]
+
+
+def read_hmac_key(secret: str, encoding: str = "auto") -> HMACKey:
+    """
+    The HMAC key the auth-service derives from C{secret}, and how.
+
+    With C{"auto"}, as the auth-service does: its decoding by jjwt's
+    C{Decoders.BASE64} (see L{jjwt_base64_decode}), else, when that throws,
+    its UTF-8 bytes.  C{"base64"} is the same decoding, required to succeed;
+    C{"raw"} is always the UTF-8 bytes.
+
+    @raise ValueError: when C{encoding} is C{"base64"} and jjwt cannot
+        decode C{secret} (the message never includes the secret), when
+        C{secret} cannot be UTF-8 encoded, or when C{encoding} is none of
+        the three.
+    """
+    if encoding not in ("auto", "base64", "raw"):
+        raise ValueError(f"unknown secret encoding {encoding!r}")
+    if encoding != "raw":
+        decoded = jjwt_base64_decode(secret)
+        if decoded is not None:
+            return HMACKey(decoded, "base64")
+        if encoding == "base64":
+            raise ValueError(
+                "is not base64 as the auth-service's jjwt reads it (JWT_SECRET_ENCODING=base64 "
+                "needs A-Z a-z 0-9 + / and = padding, other characters only at the ends)"
+            )
+    return HMACKey(secret.encode("utf-8"), "text")
 
 
 def derive_hmac_key(secret: str, encoding: str = "auto") -> bytes:
     """
-    The HMAC key the auth-service derives from C{secret}: with C{"auto"},
-    its base64 decoding when it is strictly valid base64 (see
-    L{strict_base64}), else its UTF-8 bytes; C{"base64"} always decodes,
-    C{"raw"} never does.
+    The HMAC key the auth-service derives from C{secret}: see
+    L{read_hmac_key}.
 
-    @raise ValueError: when C{encoding} is C{"base64"} and C{secret} is not
-        strictly valid base64 (the message never includes the secret), or
-        when C{encoding} is none of the three.
+    @raise ValueError: as L{read_hmac_key}.
     """
-    if encoding not in ("auto", "base64", "raw"):
-        raise ValueError(f"unknown secret encoding {encoding!r}")
-    if encoding == "raw":
-        return secret.encode("utf-8")
-    decoded = strict_base64(secret)
-    if decoded is not None:
-        return decoded
-    if encoding == "base64":
-        raise ValueError(
-            "is not valid base64 (JWT_SECRET_ENCODING=base64 needs the standard "
-            "alphabet A-Z a-z 0-9 + / padded with = to a multiple of 4 characters)"
-        )
-    return secret.encode("utf-8")
+    return read_hmac_key(secret, encoding).key
 
 
 @attrs.frozen
@@ -191,7 +407,7 @@ class Config:
     public_paths: Tuple[str, ...] = DEFAULT_PUBLIC_PATHS
     jwt_secret: Optional[str] = None
     #: JWT_SECRET_ENCODING: how JWT_SECRET becomes the HMAC key; see
-    #: L{derive_hmac_key}.
+    #: L{read_hmac_key}.
     jwt_secret_encoding: Literal["auto", "base64", "raw"] = "auto"
     jwt_issuer: str = "http://localhost:4001"
     jwt_audience: Optional[str] = None
@@ -316,15 +532,25 @@ class Config:
 
     def hmac_key(self) -> Optional[bytes]:
         """
-        The HMAC key JWT_SECRET stands for (see L{derive_hmac_key}), or
+        The HMAC key JWT_SECRET stands for (see L{read_hmac_key}), or
         L{None} when no secret is set.
 
         @raise ValueError: when JWT_SECRET_ENCODING=base64 and the secret is
             not base64 (L{load_config} refuses that configuration).
         """
+        read = self.read_hmac_key()
+        return None if read is None else read.key
+
+    def read_hmac_key(self) -> Optional[HMACKey]:
+        """
+        The HMAC key JWT_SECRET stands for and how it was read (see
+        L{read_hmac_key}), or L{None} when no secret is set.
+
+        @raise ValueError: as L{hmac_key}.
+        """
         if self.jwt_secret is None:
             return None
-        return derive_hmac_key(self.jwt_secret, self.jwt_secret_encoding)
+        return read_hmac_key(self.jwt_secret, self.jwt_secret_encoding)
 
 
 # ---------------------------------------------------------------------------
@@ -1194,8 +1420,9 @@ VARIABLES: Tuple[Variable, ...] = (
     ),
     Variable(
         "JWT_SECRET_ENCODING", "auto", _choice("auto", "base64", "raw"), "jwt_secret_encoding",
-        "How JWT_SECRET becomes the key: auto (base64-decoded when it is strictly valid "
-        "base64, else its UTF-8 bytes, as the auth-service does), base64 or raw",
+        "How JWT_SECRET becomes the key: auto (as the auth-service: decoded by jjwt's "
+        "Decoders.BASE64, else, when that fails, its UTF-8 bytes), base64 (that decoding, "
+        "required) or raw (always its UTF-8 bytes)",
     ),
     Variable(
         "JWT_ISSUER", "http://localhost:4001", _required_text, "jwt_issuer",
@@ -1579,21 +1806,21 @@ def _check_hmac_key(
     if secret is None or encoding is None:
         return None  # Unset, or JWT_SECRET_ENCODING has its own line.
     try:
-        key = derive_hmac_key(secret, encoding)
+        read = read_hmac_key(secret, encoding)
     except ValueError as error:
         problems.append(f"JWT_SECRET: {error}")
         return None
-    if len(key) < MINIMUM_HMAC_KEY_BYTES:
-        decoded = encoding == "base64" or (
-            encoding == "auto" and strict_base64(secret) is not None
+    if len(read.key) < MINIMUM_HMAC_KEY_BYTES:
+        how = (
+            "after base64 decoding" if read.reading == "base64"
+            else "(its UTF-8 text, not base64)"
         )
-        how = "after base64 decoding" if decoded else "(its UTF-8 text, not base64)"
         problems.append(
-            f"JWT_SECRET: the key is {len(key)} bytes {how}; the auth-service "
+            f"JWT_SECRET: the key is {len(read.key)} bytes {how}; the auth-service "
             f"(jjwt) needs at least {MINIMUM_HMAC_KEY_BYTES}"
         )
         return None
-    return key
+    return read.key
 
 
 def _check_jwt_algorithms(

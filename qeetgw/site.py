@@ -193,6 +193,25 @@ def make_limiter(
     )
 
 
+def log_hmac_key(config: Config) -> None:
+    """
+    Say at start-up how JWT_SECRET was read: as base64 or as text, and the
+    key's length in bytes.  A gateway that refuses every token usually reads
+    the secret differently from the auth-service, and these two facts show
+    it without a token; the key itself, or any part of it, is never logged.
+    """
+    read = config.read_hmac_key()
+    if read is None:
+        return
+    log.info(
+        "JWT_SECRET read as {reading}: a {key_bytes}-byte HMAC key "
+        "(JWT_SECRET_ENCODING={encoding})",
+        reading=read.reading,
+        key_bytes=len(read.key),
+        encoding=config.jwt_secret_encoding,
+    )
+
+
 def startup_warnings(config: Config) -> List[str]:
     """
     What an operator should hear about C{config} at start-up.
@@ -246,6 +265,7 @@ def build_site(
         probe_client,
         on_jwks_fetch=metrics.jwks_fetch if metrics is not None else None,
     )
+    log_hmac_key(config)
     routes = RouteTable.from_services(config.services)
     # One set of ServiceUpstreams for the proxy and the health checks: what
     # the probes find is what balancing skips, and what /health/services shows

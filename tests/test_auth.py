@@ -167,16 +167,21 @@ class KeyDerivationTests(SynchronousTestCase):
     JWT_SECRET becomes the key as the auth-service makes it.
     """
 
-    def test_strict_base64_is_decoded(self) -> None:
+    def test_base64_is_decoded(self) -> None:
         key = bytes(range(40))
         self.assertEqual(derive_hmac_key(base64.b64encode(key).decode()), key)
 
     def test_text_is_its_utf8_bytes(self) -> None:
         self.assertEqual(derive_hmac_key("clé-secrète"), "clé-secrète".encode("utf-8"))
 
-    def test_missing_padding_is_text(self) -> None:
+    def test_missing_padding_is_still_base64(self) -> None:
+        """
+        jjwt's decoder needs no padding: the 54 characters of 40 bytes
+        without their "==" are those 40 bytes.
+        """
         secret = base64.b64encode(bytes(range(40))).decode().rstrip("=")
-        self.assertEqual(derive_hmac_key(secret), secret.encode())
+        self.assertEqual(len(secret), 54)
+        self.assertEqual(derive_hmac_key(secret), bytes(range(40)))
 
     def test_url_safe_alphabet_is_text(self) -> None:
         """
@@ -186,8 +191,17 @@ class KeyDerivationTests(SynchronousTestCase):
         self.assertIn("_", secret)
         self.assertEqual(derive_hmac_key(secret), secret.encode())
 
-    def test_whitespace_makes_it_text(self) -> None:
-        secret = base64.b64encode(bytes(range(36))).decode() + "\n"
+    def test_whitespace_at_the_ends_is_skipped(self) -> None:
+        """
+        jjwt skips characters outside the alphabet at both ends: the
+        newline a Kubernetes secret often ends with changes nothing.
+        """
+        secret = " " + base64.b64encode(bytes(range(36))).decode() + "\n"
+        self.assertEqual(derive_hmac_key(secret), bytes(range(36)))
+
+    def test_whitespace_inside_makes_it_text(self) -> None:
+        encoded = base64.b64encode(bytes(range(36))).decode()
+        secret = encoded[:24] + " " + encoded[24:]
         self.assertEqual(derive_hmac_key(secret), secret.encode())
 
     def test_base64_encoding_forces_decoding(self) -> None:
@@ -265,10 +279,21 @@ class HMACAlgorithmTests(VerifierTestCase):
         decoded = base64.b64decode(secret)
         self.accepted(verifier, hs_token(decoded, "HS384"))
 
-    def test_non_strict_base64_secret_is_text(self) -> None:
-        secret = base64.b64encode(bytes(range(40))).decode().rstrip("=")
+    def test_unpadded_base64_secret_with_a_newline_is_its_decoding(self) -> None:
+        """
+        Issue 11: a 32-byte key written as 43 characters of unpadded base64,
+        with the newline a Kubernetes secret ends with.  jjwt skips the
+        newline and needs no padding, so the auth-service signs with the 32
+        bytes; a token signed so is accepted, one signed with the text is
+        not.
+        """
+        key = bytes(range(200, 232))
+        secret = base64.b64encode(key).decode().rstrip("=") + "\n"
+        self.assertEqual(len(secret), 44)
         verifier = self.verifier(JWT_SECRET=secret)
-        self.accepted(verifier, hs_token(secret.encode(), algorithm_for_key(secret.encode())))
+        self.accepted(verifier, hs_token(key, "HS256"))
+        text_signed = hs_token(secret.encode(), "HS256")
+        self.assertEqual(self.rejected(verifier, text_signed), "bad signature")
 
     def test_url_safe_secret_is_text(self) -> None:
         secret = base64.urlsafe_b64encode(b"\xfb\xff" * 24).decode()

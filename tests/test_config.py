@@ -24,10 +24,13 @@ from qeetgw.config import (
     VARIABLES,
     Config,
     ConfigError,
+    HMACKey,
     ServiceConfig,
     TrustProxy,
+    jjwt_base64_decode,
     load_config,
     read_dotenv,
+    read_hmac_key,
 )
 
 #: An environment that passes the one cross-variable check (REQUIRE_AUTH
@@ -645,17 +648,59 @@ class JWTSecretTests(SynchronousTestCase):
     def test_base64_encoding_refuses_text(self) -> None:
         self.assertEqual(
             problems_of({"JWT_SECRET": SECRET, "JWT_SECRET_ENCODING": "base64"}),
-            ["JWT_SECRET: is not valid base64 (JWT_SECRET_ENCODING=base64 needs the standard "
-             "alphabet A-Z a-z 0-9 + / padded with = to a multiple of 4 characters)"],
+            ["JWT_SECRET: is not base64 as the auth-service's jjwt reads it "
+             "(JWT_SECRET_ENCODING=base64 needs A-Z a-z 0-9 + / and = padding, other "
+             "characters only at the ends)"],
         )
 
-    def test_base64_encoding_refuses_url_safe_and_unpadded(self) -> None:
+    def test_base64_encoding_refuses_what_jjwt_refuses(self) -> None:
+        """
+        A base64url secret and one with a space inside: jjwt throws, so the
+        auth-service would use their text, which JWT_SECRET_ENCODING=base64
+        says is a mistake.
+        """
+        encoded = base64.b64encode(bytes(range(40))).decode()
         for secret in [
             base64.urlsafe_b64encode(b"\xfb\xff" * 24).decode(),
-            base64.b64encode(bytes(range(40))).decode().rstrip("="),
+            encoded[:20] + " " + encoded[20:],
         ]:
             [line] = problems_of({"JWT_SECRET": secret, "JWT_SECRET_ENCODING": "base64"})
-            self.assertIn("is not valid base64", line)
+            self.assertIn("is not base64 as the auth-service's jjwt reads it", line)
+
+    def test_base64_encoding_accepts_what_jjwt_accepts(self) -> None:
+        """
+        Missing padding and characters outside the alphabet at the ends are
+        base64 to jjwt, so to JWT_SECRET_ENCODING=base64 too.
+        """
+        key = bytes(range(40))
+        for secret in [
+            base64.b64encode(key).decode().rstrip("="),
+            " " + base64.b64encode(key).decode() + "\r\n",
+        ]:
+            config = load_config({"JWT_SECRET": secret, "JWT_SECRET_ENCODING": "base64"})
+            self.assertEqual(config.hmac_key(), key)
+
+    def test_unpadded_base64_with_a_newline_is_its_decoding(self) -> None:
+        """
+        Issue 11: 32 bytes as 43 characters of unpadded base64 and the
+        newline of a Kubernetes secret are the 32 bytes, read as base64.
+        """
+        secret = base64.b64encode(bytes(range(32))).decode().rstrip("=") + "\n"
+        self.assertEqual(len(secret), 44)
+        self.assertEqual(
+            load_config({"JWT_SECRET": secret}).read_hmac_key(),
+            HMACKey(bytes(range(32)), "base64"),
+        )
+
+    def test_short_decoding_is_refused_as_base64(self) -> None:
+        """
+        Base64 once the newline is skipped, so measured after decoding.
+        """
+        self.assertEqual(
+            problems_of({"JWT_SECRET": base64.b64encode(bytes(24)).decode() + "\n"}),
+            ["JWT_SECRET: the key is 24 bytes after base64 decoding; "
+             "the auth-service (jjwt) needs at least 32"],
+        )
 
     def test_hmac_key_without_secret(self) -> None:
         self.assertIsNone(load_config(NO_AUTH).hmac_key())
@@ -665,6 +710,176 @@ class JWTSecretTests(SynchronousTestCase):
             problems_of({"JWT_SECRET": "short", "JWT_SECRET_ENCODING": "hex"}),
             ["JWT_SECRET_ENCODING='hex': must be one of: auto, base64, raw"],
         )
+
+
+#: 32 bytes as padded base64 (44 characters, one "=").
+PADDED_32 = base64.b64encode(bytes(range(32))).decode()
+
+#: The same without its "=": 43 characters, as issue 11's secret.
+UNPADDED_32 = PADDED_32.rstrip("=")
+
+
+class JJWTBase64Tests(SynchronousTestCase):
+    """
+    L{jjwt_base64_decode} reads as jjwt 0.12.6's C{Decoders.BASE64}:
+    C{Base64.decodeFast} in github:jwtk/jjwt,
+    api/src/main/java/io/jsonwebtoken/io/Base64.java, whose lines the
+    comments cite.  Each expected value was worked out by following that
+    code by hand (L{None} where it throws; C{Decoders.BASE64} wraps any
+    exception in a DecodingException, and the auth-service then uses the
+    secret as text).  "QUJD" is b"ABC".
+    """
+
+    def test_padded(self) -> None:
+        # 259: pad = 1; 263: len = (44 * 6 >> 3) - 1 = 32.
+        self.assertEqual(jjwt_base64_decode(PADDED_32), bytes(range(32)))
+
+    def test_unpadded(self) -> None:
+        # 263: len = 43 * 6 >> 3 = 32; 268-283 read 40 chars, 285-296 the last
+        # 3 chars: 2 bytes.
+        self.assertEqual(len(UNPADDED_32), 43)
+        self.assertEqual(jjwt_base64_decode(UNPADDED_32), bytes(range(32)))
+
+    def test_trailing_newline_is_skipped(self) -> None:
+        # 254-256: eIx moves back over "\n" (and "\r"), outside the alphabet.
+        self.assertEqual(jjwt_base64_decode(UNPADDED_32 + "\n"), bytes(range(32)))
+        self.assertEqual(jjwt_base64_decode(PADDED_32 + "\r\n"), bytes(range(32)))
+
+    def test_leading_spaces_are_skipped(self) -> None:
+        # 249-251: sIx moves over the spaces and the tab.
+        self.assertEqual(jjwt_base64_decode("  " + PADDED_32), bytes(range(32)))
+        self.assertEqual(jjwt_base64_decode("\t " + UNPADDED_32 + " \n"), bytes(range(32)))
+
+    def test_url_safe_characters_inside_throw(self) -> None:
+        # 271 -> 217-221: ctoi("-") and ctoi("_") throw "Illegal base64 character".
+        self.assertIsNone(jjwt_base64_decode("QUJD-QUJD"))
+        self.assertIsNone(jjwt_base64_decode("QUJD_QUJD"))
+        self.assertIsNone(jjwt_base64_decode(base64.urlsafe_b64encode(b"\xfb\xff" * 24).decode()))
+
+    def test_url_safe_characters_at_the_ends_are_skipped(self) -> None:
+        # 249-256: "-" and "_" are outside the alphabet, so trimmed like spaces.
+        self.assertEqual(jjwt_base64_decode("QUJD-"), b"ABC")
+        self.assertEqual(jjwt_base64_decode("_QUJD"), b"ABC")
+
+    def test_space_inside_throws(self) -> None:
+        # 271 -> 217-221: ctoi(" ") throws.
+        self.assertIsNone(jjwt_base64_decode("QUJD QUJD"))
+        self.assertIsNone(jjwt_base64_decode(UNPADDED_32[:20] + " " + UNPADDED_32[20:]))
+        self.assertIsNone(jjwt_base64_decode("correct horse battery staple"))
+
+    def test_last_group_of_one_character_is_dropped(self) -> None:
+        # 263: len = 5 * 6 >> 3 = 3; the loop at 268 reads "QUJD"; 285: d == len,
+        # so "R" is never read.
+        self.assertEqual(jjwt_base64_decode("QUJDR"), b"ABC")
+        # 263: len = 6 >> 3 = 0: no byte at all.
+        self.assertEqual(jjwt_base64_decode("Q"), b"")
+
+    def test_last_group_of_two_characters(self) -> None:
+        # 263: len = 36 >> 3 = 4; 285-296: "RA" gives 1 byte.
+        self.assertEqual(jjwt_base64_decode("QUJDRA"), b"ABCD")
+        self.assertEqual(jjwt_base64_decode("QQ"), b"A")
+
+    def test_last_group_of_three_characters(self) -> None:
+        # 263: len = 42 >> 3 = 5; 285-296: "REU" gives 2 bytes.
+        self.assertEqual(jjwt_base64_decode("QUJDREU"), b"ABCDE")
+        self.assertEqual(jjwt_base64_decode("QUI"), b"AB")
+
+    def test_padding_need_not_be_complete(self) -> None:
+        # 259: one "=" or two; 263: each takes a byte off the length.
+        self.assertEqual(jjwt_base64_decode("QQ=="), b"A")
+        self.assertEqual(jjwt_base64_decode("QQ="), b"A")
+        self.assertEqual(jjwt_base64_decode("QUI="), b"AB")
+
+    def test_padding_after_a_whole_group_loses_a_byte(self) -> None:
+        # 259: pad = 1; 263: len = (30 >> 3) - 1 = 2; 288-290 read "QUJD" whole,
+        # 292-294 keep 2 bytes of it.
+        self.assertEqual(jjwt_base64_decode("QUJD="), b"AB")
+
+    def test_equals_before_the_last_two_characters_is_zero(self) -> None:
+        # 54: IALPHABET['='] = 0, so ctoi("=") is 0 ("A") at 271.
+        self.assertEqual(jjwt_base64_decode("QU=D"), b"A@\x03")
+        self.assertEqual(jjwt_base64_decode("=QUJ"), b"\x01\x05\x09")
+        # 259: pad = 2 of "A===" (only the last two count); 263: len = 1.
+        self.assertEqual(jjwt_base64_decode("A==="), b"\x00")
+        self.assertEqual(jjwt_base64_decode("==="), b"")
+
+    def test_lone_equals_throws(self) -> None:
+        # 259: charAt(eIx - 1) with eIx = 0: StringIndexOutOfBoundsException.
+        self.assertIsNone(jjwt_base64_decode("="))
+        self.assertIsNone(jjwt_base64_decode("=\n"))
+
+    def test_negative_length_throws(self) -> None:
+        # 263-264: len = (12 >> 3) - 2 = -1 for "==", (6 >> 3) - 1 = -1 for " =":
+        # NegativeArraySizeException.
+        self.assertIsNone(jjwt_base64_decode("=="))
+        self.assertIsNone(jjwt_base64_decode(" ="))
+
+    def test_empty(self) -> None:
+        # 242-244.
+        self.assertEqual(jjwt_base64_decode(""), b"")
+
+    def test_no_character_of_the_alphabet(self) -> None:
+        # 249-256 leave sIx = sLen - 1 and eIx = 0, so 260: cCnt = 2 - sLen:
+        # 1 or 0 char give no byte, 3 and more a negative length (264).
+        self.assertEqual(jjwt_base64_decode("!"), b"")
+        self.assertEqual(jjwt_base64_decode("!!"), b"")
+        self.assertIsNone(jjwt_base64_decode("!!!"))
+        self.assertIsNone(jjwt_base64_decode("\u00e9" * 16))
+
+    def test_characters_are_utf16_code_units(self) -> None:
+        # 259: "\u20ac" is only compared with "="; len = (36 >> 3) - 1 = 3 is
+        # read from "AAAA", so it is never decoded.
+        self.assertEqual(jjwt_base64_decode("AAAA\u20ac="), b"\x00\x00\x00")
+        # An emoji is two chars to Java: len = (42 >> 3) - 1 = 4, and 289 reads
+        # its first surrogate: ctoi throws.
+        self.assertIsNone(jjwt_base64_decode("AAAA\U0001f600="))
+
+    def test_crlf_lines_of_76(self) -> None:
+        # 261: char 76 is "\r", so sepCnt = 90 / 78 << 1 = 2; 263: len =
+        # (88 * 6 >> 3) - 2 = 64; 279-282 jump over the "\r\n" after 19 groups.
+        encoded = base64.b64encode(bytes(range(64))).decode()
+        wrapped = encoded[:76] + "\r\n" + encoded[76:]
+        self.assertEqual(jjwt_base64_decode(wrapped), bytes(range(64)))
+
+    def test_newline_lines_of_76_throw(self) -> None:
+        # GNU base64's wrapping: char 76 is "\n", so 261: sepCnt = 0, and 271
+        # reaches the "\n": ctoi throws.  The auth-service keys with the text.
+        encoded = base64.b64encode(bytes(range(64))).decode()
+        self.assertIsNone(jjwt_base64_decode(encoded[:76] + "\n" + encoded[76:]))
+
+    def test_alphanumeric_text_is_base64(self) -> None:
+        # Only the alphabet: 44 chars are 33 bytes, whatever was meant.
+        decoded = jjwt_base64_decode("thisisnotbase64butjjwtdecodesitanyway1234567")
+        self.assertEqual(decoded, base64.b64decode("thisisnotbase64butjjwtdecodesitanyway1234567"))
+        self.assertEqual(len(decoded or b""), 33)
+
+
+class ReadHMACKeyTests(SynchronousTestCase):
+    """
+    L{read_hmac_key}: the key and whether it is the secret's decoding or its
+    text, for each JWT_SECRET_ENCODING.
+    """
+
+    def test_auto_decodes_what_jjwt_decodes(self) -> None:
+        self.assertEqual(
+            read_hmac_key(UNPADDED_32 + "\n"), HMACKey(bytes(range(32)), "base64")
+        )
+
+    def test_auto_falls_back_to_the_text(self) -> None:
+        secret = "a space-and-dash secret of 38 bytes.."
+        self.assertEqual(read_hmac_key(secret), HMACKey(secret.encode(), "text"))
+
+    def test_base64_refuses_what_jjwt_refuses(self) -> None:
+        error = self.assertRaises(ValueError, read_hmac_key, "QUJD QUJD", "base64")
+        self.assertNotIn("QUJD", str(error))
+
+    def test_raw_is_always_text(self) -> None:
+        self.assertEqual(read_hmac_key(PADDED_32, "raw"), HMACKey(PADDED_32.encode(), "text"))
+
+    def test_repr_never_shows_the_key(self) -> None:
+        read = read_hmac_key("k" * 40, "raw")
+        self.assertNotIn("kkkk", repr(read))
+        self.assertNotIn("b'", repr(read))
 
 
 class JWTAlgorithmAndJWKSTests(SynchronousTestCase):
