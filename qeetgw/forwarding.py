@@ -7,7 +7,7 @@ plain values.
 
 from __future__ import annotations
 
-from typing import FrozenSet, Optional
+from typing import FrozenSet, List, Optional, Sequence
 
 from twisted.web.http_headers import Headers
 
@@ -56,16 +56,21 @@ def connection_named(headers: Headers) -> FrozenSet[bytes]:
     return frozenset(names)
 
 
-def _copy_end_to_end(source: Headers, also_drop: FrozenSet[bytes]) -> Headers:
+def _copy_end_to_end(
+    source: Headers, also_drop: FrozenSet[bytes], drop_prefix: Optional[bytes] = None
+) -> Headers:
     """
     A copy of C{source} without hop-by-hop fields, fields named in its
-    Connection header, and C{also_drop}.  Repeated fields stay repeated.
+    Connection header, C{also_drop}, and the fields whose lower-cased name
+    starts with C{drop_prefix}.  Repeated fields stay repeated.
     """
     drop = HOP_BY_HOP | connection_named(source) | also_drop
     copied = Headers()
     for name, values in source.getAllRawHeaders():
-        if name.lower() not in drop:
-            copied.setRawHeaders(name, list(values))
+        lowered = name.lower()
+        if lowered in drop or (drop_prefix is not None and lowered.startswith(drop_prefix)):
+            continue
+        copied.setRawHeaders(name, list(values))
     return copied
 
 
@@ -121,10 +126,39 @@ def upstream_request_headers(
 _SOFTWARE_NAMING: FrozenSet[bytes] = frozenset({b"server", b"x-powered-by"})
 
 
+#: The prefix of the CORS response fields (Access-Control-Allow-Origin,
+#: -Allow-Credentials, -Expose-Headers, ...), lower-cased.
+CORS_PREFIX = b"access-control-"
+
+
 def client_response_headers(upstream: Headers) -> Headers:
     """
     The upstream response's headers as the client gets them: everything but
-    hop-by-hop fields and the fields that name server software; repeated
-    fields (Set-Cookie) kept repeated.
+    hop-by-hop fields, the fields that name server software, and the CORS
+    fields; repeated fields (Set-Cookie) kept repeated.
+
+    The gateway owns CORS: its CORS wrapper answers for every response, by
+    CORS_ORIGINS.  An upstream's C{Access-Control-Allow-Origin: *} passed on
+    would let any origin read what the allow-list refuses.
     """
-    return _copy_end_to_end(upstream, _SOFTWARE_NAMING)
+    return _copy_end_to_end(upstream, _SOFTWARE_NAMING, CORS_PREFIX)
+
+
+def merge_vary(ours: Sequence[bytes], theirs: Sequence[bytes]) -> bytes:
+    """
+    One Vary value listing every field in C{ours} (the gateway's, such as
+    C{Origin}) and C{theirs} (the upstream's), each once (compared without
+    case), in that order; C{*} alone when either says C{*}.
+    """
+    fields: List[bytes] = []
+    seen = set()
+    for value in (*ours, *theirs):
+        for token in value.split(b","):
+            token = token.strip()
+            lowered = token.lower()
+            if lowered == b"*":
+                return b"*"
+            if token and lowered not in seen:
+                seen.add(lowered)
+                fields.append(token)
+    return b", ".join(fields)

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
+    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     RequestNotSent,
     RequestTransmissionFailed,
@@ -43,8 +44,9 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 
-from qeetgw.balancing import BalancingSettings, InstanceSet
+from qeetgw.balancing import BalancingSettings, InstanceSet, InstanceSnapshot
 from qeetgw.balancing.instances import Status
+from qeetgw.client import CachingEndpointFactory
 from qeetgw.config import ServiceConfig
 
 _log = Logger()
@@ -74,8 +76,9 @@ class InstanceHealth:
     What is known of one instance's health.
 
     @ivar url: its base URL (C{"http://10.0.0.7:8082"}).
-    @ivar state: C{"healthy"}, C{"unhealthy"} or C{"ejected"} (taken out
-        by outlier ejection, which says the most: it comes back on its own).
+    @ivar state: C{"unknown"} (no check result yet), C{"healthy"},
+        C{"unhealthy"} or C{"ejected"} (taken out by outlier ejection, which
+        says the most: it comes back on its own).
     @ivar last_check: the clock's seconds at its last health check, or
         L{None} before the first.
     @ivar latency_ms: how long that check took, in whole milliseconds, or
@@ -83,6 +86,10 @@ class InstanceHealth:
     @ivar ejections: how many times outlier ejection took it out, ever.
     @ivar error: why its last check failed, short and for people; L{None}
         when it passed or there was none.
+    @ivar streak: C{(count, threshold)}: results in a row that go against
+        its state (failures while healthy, passes while unhealthy), and how
+        many of them change it; L{None} when there are none.  So a healthy
+        instance whose last check failed says why it is still healthy.
     """
 
     url: str
@@ -91,6 +98,28 @@ class InstanceHealth:
     latency_ms: Optional[int]
     ejections: int = 0
     error: Optional[str] = None
+    streak: Optional[Tuple[int, int]] = None
+
+    @classmethod
+    def of_snapshot(cls, snapshot: InstanceSnapshot, settings: BalancingSettings) -> "InstanceHealth":
+        """
+        What the background checks (and ejections) found of an instance,
+        from its L{InstanceSnapshot} and its service's thresholds.
+        """
+        streak = None
+        if snapshot.health == "healthy" and snapshot.check_failures:
+            streak = (snapshot.check_failures, settings.health_unhealthy_threshold)
+        elif snapshot.health == "unhealthy" and snapshot.check_successes:
+            streak = (snapshot.check_successes, settings.health_healthy_threshold)
+        return cls(
+            url=snapshot.url,
+            state=snapshot.status,
+            last_check=snapshot.last_check,
+            latency_ms=None if snapshot.latency_ms is None else round(snapshot.latency_ms),
+            ejections=snapshot.ejections,
+            error=snapshot.error,
+            streak=streak,
+        )
 
     @property
     def available(self) -> bool:
@@ -112,6 +141,14 @@ class InstanceHealth:
         }
         if self.error is not None:
             result["error"] = self.error
+        if self.streak is not None:
+            count, threshold = self.streak
+            if self.state == "healthy":
+                result["failures"] = count
+                result["unhealthyThreshold"] = threshold
+            elif self.state == "unhealthy":
+                result["passes"] = count
+                result["healthyThreshold"] = threshold
         return result
 
 
@@ -121,8 +158,8 @@ class ServiceHealth:
     What is known of one service's health.
 
     @ivar name: the service's name (C{"user-service"}).
-    @ivar healthy: whether it answered its health path with a 2xx (at
-        least one instance is available).
+    @ivar healthy: whether at least one instance is healthy by an actual
+        check result (and not ejected).
     @ivar response_time_ms: how long the check took, in milliseconds (the
         best instance's); L{None} before any check.
     @ivar error: why it is unhealthy, short and for people
@@ -140,8 +177,10 @@ class ServiceHealth:
     def of_instances(cls, name: str, instances: Sequence[InstanceHealth]) -> "ServiceHealth":
         """
         The health of service C{name} from its instances': healthy while one
-        is available, timed by the fastest available one (else the fastest),
-        and when unhealthy, explained by the first instance's error.
+        is healthy by an actual result (an instance never checked is
+        C{unknown}, which is not enough), timed by the fastest available one
+        (else the fastest), and when unhealthy, explained by the first
+        instance's error.
         """
         available = [i for i in instances if i.available]
         timed = [i.latency_ms for i in (available or instances) if i.latency_ms is not None]
@@ -153,6 +192,8 @@ class ServiceHealth:
                 error = errors[0]
             elif instances and all(i.state == "ejected" for i in instances):
                 error = "every instance is ejected"
+            elif any(i.state == "unknown" for i in instances):
+                error = "no health check result yet"
             else:
                 error = "no healthy instance"
         return cls(name, bool(available), response_time, error, instances)
@@ -252,11 +293,9 @@ def make_probe_client(
     @param tls_policy: how to verify https upstreams (for a private CA);
         Twisted's browser-like default when C{None}.
     """
-    if tls_policy is None:
-        agent = Agent(reactor, pool=pool)
-    else:
-        agent = Agent(reactor, contextFactory=tls_policy, pool=pool)
-    return HTTPClient(agent)
+    policy = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
+    endpoints = CachingEndpointFactory(reactor, policy)
+    return HTTPClient(Agent.usingEndpointFactory(reactor, endpoints, pool))
 
 
 class _ProbeTimedOut(Exception):

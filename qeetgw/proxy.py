@@ -37,7 +37,7 @@ from qeetgw.balancing import Outcome, backoff, is_retryable, outcome_of_status
 from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
-from qeetgw.forwarding import client_response_headers, upstream_request_headers
+from qeetgw.forwarding import client_response_headers, merge_vary, upstream_request_headers
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.routes import Route, RouteTable
 from qeetgw.tracecontext import trace_of
@@ -346,7 +346,9 @@ class _Exchange:
         self.pending: Optional[Deferred[Any]] = None
         self.streaming: Optional[_StreamToClient] = None
         self.client_left = False
-        self.retrying = False
+        # Whether this request holds one of its service's retry budget: from
+        # the moment a retry is granted until that retry's try ends.
+        self.holds_retry = False
         metrics = proxy._metrics
         self.metrics = metrics.service(route.service.name) if metrics is not None else None
         self.headers = upstream_request_headers(
@@ -406,6 +408,7 @@ class _Exchange:
             # on; the client asked for something we cannot forward.
             if instance is not None:
                 upstream.instances.cancelled(instance)  # type: ignore[union-attr]
+            self._release_retry()
             write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
             return
         answered.addTimeout(timeout, self.proxy._clock, onTimeoutCancel=_timed_out)
@@ -422,6 +425,7 @@ class _Exchange:
         if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
             self._finished(instance, outcome)
             response.deliverBody(_Discard())
+            self._release_retry()
             self._retry()
             return None
         if self.metrics is not None:
@@ -430,12 +434,13 @@ class _Exchange:
         note_upstream(request, self.route.service.name, response.code)
         request.setResponseCode(response.code, response.phrase)
         # The upstream's fields win over any of ours set so far (as with
-        # http-proxy-middleware), but Vary lists are joined, and the
-        # correlation id is the gateway's.
+        # http-proxy-middleware), but Vary lists are merged, the CORS fields
+        # are the gateway's alone (client_response_headers drops the
+        # upstream's), and so is the correlation id.
         outgoing = request.responseHeaders
         for name, values in client_response_headers(response.headers).getAllRawHeaders():
             if name.lower() == b"vary" and outgoing.hasHeader(b"vary"):
-                values = outgoing.getRawHeaders(b"vary") + list(values)
+                values = [merge_vary(outgoing.getRawHeaders(b"vary"), values)]
             outgoing.setRawHeaders(name, list(values))
         # twisted's client keeps Content-Length out of response.headers
         # (with the other connection-control fields) and gives it as
@@ -452,6 +457,8 @@ class _Exchange:
         outgoing.setRawHeaders(b"x-correlation-id", [correlation_id(request).encode("ascii")])
         finished: Deferred[None] = Deferred()
         self.streaming = _StreamToClient(request, finished, self.metrics)
+        # A retry's try ends with its body, however that ends.
+        finished.addBoth(self._release_retry_passing)
         response.deliverBody(self.streaming)
         if instance is not None:
             upstream = self.upstream
@@ -469,6 +476,7 @@ class _Exchange:
 
     def _try_failed(self, reason: Failure, instance: Any) -> None:
         self.pending = None
+        self._release_retry()
         if self.client_left:
             if instance is not None:
                 self.upstream.instances.cancelled(instance)  # type: ignore[union-attr]
@@ -508,30 +516,55 @@ class _Exchange:
             upstream is not None
             and upstream.several
             and self.tries <= upstream.retry_max
-            and upstream.budget.can_retry()
+            # A retry whose try is ending now makes room for the next one.
+            and upstream.budget.can_retry(ending=int(self.holds_retry))
             and is_retryable(self.request.method, self.body_kept, outcome, bytes_sent)
         )
 
     def _retry(self) -> None:
+        """
+        Take one of the service's retry budget, wait the backoff, and try
+        again; the budget is held until that try ends (as Envoy counts its
+        active retries), so retries in flight, not only those waiting, are
+        what the budget bounds.
+        """
         upstream = self.upstream
         assert upstream is not None
         upstream.budget.retry_started()
+        self.holds_retry = True
         if self.metrics is not None:
             self.metrics.retries.inc()
         wait = deferLater(self.proxy._clock, backoff(self.tries, upstream.random), lambda: None)
         self.pending = wait
 
         def go(_: object) -> None:
-            upstream.budget.retry_finished()
             self.pending = None
-            if not self.client_left:
+            if self.client_left:
+                self._release_retry()
+            else:
                 self._try()
 
         def stopped(reason: Failure) -> None:
-            upstream.budget.retry_finished()  # the client left during the wait
+            self._release_retry()  # the client left during the wait
 
         wait.addCallbacks(go, stopped)
         wait.addErrback(self._bug)
+
+    def _release_retry(self) -> None:
+        """
+        The try of a granted retry ended: give its place in the budget back.
+        """
+        if self.holds_retry:
+            self.holds_retry = False
+            assert self.upstream is not None
+            self.upstream.budget.retry_finished()
+
+    def _release_retry_passing(self, result: object) -> object:
+        """
+        L{_release_retry} as a callback that passes C{result} on.
+        """
+        self._release_retry()
+        return result
 
     def _bug(self, reason: Failure) -> None:
         # A fault of ours while handling a try: the 500 envelope, logged.

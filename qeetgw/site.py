@@ -302,7 +302,11 @@ def build_site(
     checker: Optional[ActiveHealthChecker] = None
     if config.health_check_interval_ms > 0:
         checker = ActiveHealthChecker(
-            balanced, probe_client, clock, config.health_check_interval_ms
+            balanced,
+            probe_client,
+            clock,
+            config.health_check_interval_ms,
+            answer_within_ms=config.proxy_timeout_ms,
         )
         health = checker
     else:

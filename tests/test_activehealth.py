@@ -114,17 +114,11 @@ class CheckerTests(SynchronousTestCase):
     def test_rejects_a_zero_interval(self) -> None:
         self.assertRaises(ValueError, ActiveHealthChecker, self.upstreams, self.stub, self.clock, 0)
 
-    def test_first_round_after_one_interval(self) -> None:
+    def test_first_round_at_start_then_every_interval(self) -> None:
         self.checker.start()
         self.addCleanup(self.checker.stop)
         self.stub.flush()
-        self.assertEqual(self.instances.requests, [])
-        self.clock.advance(0.999)
-        self.stub.flush()
-        self.assertEqual(self.instances.requests, [])
-        self.clock.advance(0.001)
-        self.stub.flush()
-        # Every instance of every service, at its service's health path.
+        # Every instance of every service, at its service's health path, at once.
         self.assertEqual(
             sorted(self.instances.requests),
             sorted(
@@ -134,37 +128,62 @@ class CheckerTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(self.checker.rounds, 1)
+        self.clock.advance(0.999)
+        self.stub.flush()
+        self.assertEqual(self.checker.rounds, 1)
+        self.clock.advance(0.001)
+        self.stub.flush()
+        self.assertEqual(self.checker.rounds, 2)
 
     def test_every_interval(self) -> None:
         self.checker.start()
         self.addCleanup(self.checker.stop)
         for _ in range(3):
             self.round()
-        self.assertEqual(self.checker.rounds, 3)
-        self.assertEqual(len(self.instances.requests), 3 * 7)
+        self.assertEqual(self.checker.rounds, 4)
+        self.assertEqual(len(self.instances.requests), 4 * 7)
 
-    def test_before_the_first_round(self) -> None:
+    def test_before_the_first_result_unknown_never_healthy(self) -> None:
         report = self.checker.report()
-        self.assertTrue(report.healthy)
+        self.assertFalse(report.healthy)
+        self.assertEqual(report.status, "degraded")
         self.assertEqual(
             self.user(),
             {
                 "name": "user-service",
-                "status": "healthy",
+                "status": "unhealthy",
                 "responseTime": None,
+                "error": "no health check result yet",
                 "instances": [
-                    {"url": "http://a.test", "state": "healthy", "lastCheck": None,
+                    {"url": "http://a.test", "state": "unknown", "lastCheck": None,
                      "latencyMs": None, "ejections": 0},
-                    {"url": "http://b.test", "state": "healthy", "lastCheck": None,
+                    {"url": "http://b.test", "state": "unknown", "lastCheck": None,
                      "latencyMs": None, "ejections": 0},
                 ],
             },
         )
         self.assertEqual(self.instances.requests, [])
+        # Unknown instances still get traffic: nothing says they are down.
+        user = self.upstreams["user-service"].instances
+        self.assertEqual(sorted(user.pick().url for _ in range(2)), ["http://a.test", "http://b.test"])
+
+    def test_first_result_decides(self) -> None:
+        """
+        As in Envoy, the first check of an instance nothing is known of
+        decides its state at once; the thresholds apply after that.
+        """
+        self.instances.health["b.test"] = 503
+        self.checker.run_round()
+        self.stub.flush()
+        self.assertEqual((self.state_of("a.test"), self.state_of("b.test")), ("healthy", "unhealthy"))
+        b = self.user()["instances"][1]
+        self.assertEqual(b["error"], "HTTP 503")
+        self.assertNotIn("failures", b)
 
     def test_unhealthy_after_three_failed_rounds_healthy_after_two_passed(self) -> None:
         self.checker.start()
         self.addCleanup(self.checker.stop)
+        self.stub.flush()  # the first round: b passes
         self.instances.health["b.test"] = 503
         self.round()
         self.round()
@@ -186,6 +205,7 @@ class CheckerTests(SynchronousTestCase):
     def test_snapshot_fields(self) -> None:
         self.checker.start()
         self.addCleanup(self.checker.stop)
+        self.stub.flush()  # the first round at NOW: everything passes
         self.instances.health.update({"a.test": None, "b.test": None})
         self.round()
         [a_probe, b_probe] = sorted(self.instances.pending, key=host_of)
@@ -201,13 +221,27 @@ class CheckerTests(SynchronousTestCase):
             [
                 {"url": "http://a.test", "state": "healthy",
                  "lastCheck": "2027-01-15T08:00:01.020Z", "latencyMs": 20, "ejections": 0},
+                # Still healthy, and it says why: one failure of the three
+                # that make it unhealthy.
                 {"url": "http://b.test", "state": "healthy",
                  "lastCheck": "2027-01-15T08:00:06.000Z", "latencyMs": 5000, "ejections": 0,
-                 "error": "timeout after 5000 ms"},
+                 "error": "timeout after 5000 ms", "failures": 1, "unhealthyThreshold": 3},
             ],
         )
-        # The best instance's time; healthy, for one failure is not three.
+        # The best instance's time.
         self.assertEqual((user["status"], user["responseTime"]), ("healthy", 20))
+
+    def test_unhealthy_instance_says_how_far_it_is_from_healthy(self) -> None:
+        self.instances.health["b.test"] = 503
+        self.checker.run_round()
+        self.instances.health["b.test"] = 200
+        self.checker.run_round()
+        self.stub.flush()
+        b = self.user()["instances"][1]
+        self.assertEqual(
+            (b["state"], b.get("error"), b["passes"], b["healthyThreshold"]),
+            ("unhealthy", None, 1, 2),
+        )
 
     def test_service_timeout_bounds_its_probes(self) -> None:
         upstreams = upstreams_of(self.clock, USER_SERVICE_URL="http://a.test", USER_TIMEOUT_MS="300")
@@ -242,9 +276,9 @@ class CheckerTests(SynchronousTestCase):
         """
         checker = ActiveHealthChecker(self.upstreams, self.stub, self.clock, 1000)
         self.instances.health["b.test"] = None
-        checker.start()
+        checker.start()  # the round starts; b hangs (timeout 5 s)
         self.addCleanup(checker.stop)
-        self.round()  # the round starts; b hangs (timeout 5 s)
+        self.stub.flush()
         self.assertEqual(len(self.instances.requests), 7)
         for _ in range(4):
             self.round()
@@ -293,15 +327,92 @@ class CheckerTests(SynchronousTestCase):
         changes = [e for e in events if "state" in e and e.get("url") == "http://b.test"]
         self.assertEqual([e["state"] for e in changes], ["unhealthy", "healthy"])
         self.assertEqual(
-            {k: changes[0][k] for k in ("service", "url", "error", "healthy")},
-            {"service": "user-service", "url": "http://b.test", "error": "HTTP 503", "healthy": False},
+            {k: changes[0][k] for k in ("service", "url", "error", "state")},
+            {"service": "user-service", "url": "http://b.test", "error": "HTTP 503", "state": "unhealthy"},
         )
 
-    def test_check_all_answers_at_once_without_probing(self) -> None:
+    def test_check_all_answers_recent_results_at_once(self) -> None:
+        self.checker.run_round()
+        self.stub.flush()
+        self.clock.advance(5.9)  # within the interval plus the probe timeout
         report = self.successResultOf(self.checker.check_all())
         self.assertTrue(report.healthy)
-        self.assertEqual(report.checked_at, NOW)
-        self.assertEqual(self.instances.requests, [])
+        self.assertEqual(report.checked_at, NOW + 5.9)
+        self.assertEqual(len(self.instances.requests), 7)
+
+    def test_check_all_probes_instances_without_a_result(self) -> None:
+        self.instances.health["b.test"] = 503
+        answer = self.checker.check_all()
+        self.stub.flush()
+        report = self.successResultOf(answer)
+        self.assertEqual(len(self.instances.requests), 7)
+        self.assertTrue(report.healthy)
+        user = self.user()
+        self.assertEqual((user["status"], user["responseTime"]), ("healthy", 0))
+        self.assertEqual([i["state"] for i in user["instances"]], ["healthy", "unhealthy"])
+        # And the results steer traffic like any check.
+        self.assertEqual(self.upstreams["user-service"].instances.pick().url, "http://a.test")
+
+    def test_check_all_probes_only_stale_instances(self) -> None:
+        self.checker.run_round()
+        self.stub.flush()
+        self.upstreams["user-service"].instances.update(["http://a.test", "http://b.test", "http://c.test"])
+        self.clock.advance(1)
+        self.successResultOf(self.checker.check_all())
+        self.assertEqual(self.instances.requests[7:], [("c.test", b"/actuator/health")])
+        # A result older than the interval (1 s) plus the probe timeout (5 s).
+        self.clock.advance(5.001)
+        self.successResultOf(self.checker.check_all())
+        self.assertEqual(len(self.instances.requests), 8 + 7)
+
+    def test_concurrent_requests_share_one_probe_per_instance(self) -> None:
+        self.instances.health["b.test"] = None
+        first = self.checker.check_all()
+        second = self.checker.check_all()
+        self.stub.flush()
+        self.assertNoResult(first)
+        self.assertEqual(len(self.instances.requests), 7)
+        # A round started meanwhile joins the probe in flight too.
+        self.checker.run_round()
+        self.stub.flush()
+        self.assertEqual(len(self.instances.requests), 7 + 6)
+        [b_probe] = self.instances.pending
+        b_probe.setResponseCode(200)
+        b_probe.finish()
+        self.stub.flush()
+        for answer in (first, second):
+            self.assertTrue(self.successResultOf(answer).healthy)
+
+    def test_check_all_answers_within_the_bound(self) -> None:
+        checker = ActiveHealthChecker(self.upstreams, self.stub, self.clock, 1000, answer_within_ms=2000)
+        self.instances.health["b.test"] = None
+        answer = checker.check_all()
+        self.stub.flush()
+        self.clock.advance(1.999)
+        self.assertNoResult(answer)
+        self.clock.advance(0.001)
+        user = [s for s in self.successResultOf(answer).to_json()["services"] if s["name"] == "user-service"][0]
+        # a passed; b has no result yet: unknown, which is not healthy.
+        self.assertEqual([i["state"] for i in user["instances"]], ["healthy", "unknown"])
+        self.assertEqual(user["status"], "healthy")
+        self.clock.advance(3)  # b's probe (5 s) still ends and is recorded
+        self.stub.flush()
+        self.assertEqual(
+            [(i.state, i.error) for i in checker.report().services[1].instances],
+            [("healthy", None), ("unhealthy", "timeout after 5000 ms")],
+        )
+
+    def test_a_cancelled_answer_leaves_the_probes_running(self) -> None:
+        self.instances.health["b.test"] = None
+        answer = self.checker.check_all()
+        self.stub.flush()
+        answer.cancel()
+        self.failureResultOf(answer)
+        [b_probe] = self.instances.pending
+        b_probe.setResponseCode(200)
+        b_probe.finish()
+        self.stub.flush()
+        self.assertEqual(self.state_of("b.test"), "healthy")
 
     def test_stop_gives_up_the_round_in_flight(self) -> None:
         self.instances.health["b.test"] = None
@@ -323,15 +434,16 @@ class CheckerTests(SynchronousTestCase):
         # Stopping twice is harmless.
         self.successResultOf(self.checker.stop())
 
-    def test_instances_dropped_by_dns_lose_their_error(self) -> None:
+    def test_instances_dropped_by_dns_are_not_reported(self) -> None:
         self.instances.health["b.test"] = 503
         self.checker.run_round()
         self.stub.flush()
         self.upstreams["user-service"].instances.update(["http://a.test"])
         self.checker.run_round()
         self.stub.flush()
-        self.assertEqual([i["url"] for i in self.user()["instances"]], ["http://a.test"])
-        self.assertEqual(self.checker._errors["user-service"], {"http://a.test": None})
+        self.assertEqual(
+            [(i["url"], i.get("error")) for i in self.user()["instances"]], [("http://a.test", None)]
+        )
 
 
 def gateway(answer: Any = None, **env: str) -> MemoryGateway:
@@ -399,13 +511,20 @@ class GatewayTests(SynchronousTestCase):
         )
         self.assertEqual(user["instances"][1]["lastCheck"], "2027-01-15T08:00:03.000Z")
 
-    def test_before_the_first_round(self) -> None:
+    def test_before_the_first_result_the_answer_waits_for_the_first_round(self) -> None:
+        """
+        The first round starts with the gateway; a request that comes before
+        its results waits for them (sharing its probes) rather than calling
+        a never-checked instance healthy.
+        """
         code, body = self.services()
+        self.assertEqual(len(self.made.upstream.seen), 7)
         self.assertEqual(code, 200)
-        self.assertEqual(self.made.upstream.seen, [])
-        for service in body["services"]:
-            for instance in service["instances"]:
-                self.assertEqual((instance["state"], instance["lastCheck"]), ("healthy", None))
+        [user] = [s for s in body["services"] if s["name"] == "user-service"]
+        self.assertEqual(
+            [(i["state"], i["lastCheck"]) for i in user["instances"]],
+            [("healthy", "2027-01-15T08:00:00.000Z"), ("unhealthy", "2027-01-15T08:00:00.000Z")],
+        )
 
     def test_unhealthy_instance_gets_no_traffic(self) -> None:
         self.tick(3)

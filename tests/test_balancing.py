@@ -322,57 +322,74 @@ class ActiveHealthTests(SynchronousTestCase):
     Probe results and the thresholds.
     """
 
+    def test_the_first_result_decides(self) -> None:
+        instances, _ = make_set()
+        a, b, _c = instances.instances
+        self.assertEqual((a.health, b.health), ("unknown", "unknown"))
+        self.assertTrue(instances.record_check(a, True, 1.0))
+        self.assertTrue(instances.record_check(b, False, 1.0, "HTTP 503"))
+        self.assertEqual((a.health, b.health, b.last_error), ("healthy", "unhealthy", "HTTP 503"))
+
     def test_unhealthy_after_three_failures_healthy_after_two_passes(self) -> None:
         instances, _ = make_set()
         b = instances.instances[1]
-        checks = [instances.record_check(b, False, 9.0) for _ in range(3)]
+        instances.record_check(b, True, 1.0)
+        checks = [instances.record_check(b, False, 9.0, "HTTP 503") for _ in range(3)]
         self.assertEqual(checks, [False, False, True])
-        self.assertFalse(b.healthy)
+        self.assertEqual(b.health, "unhealthy")
         self.assertEqual([instances.record_check(b, True, 3.0) for _ in range(2)], [False, True])
-        self.assertTrue(b.healthy)
+        self.assertEqual((b.health, b.last_error), ("healthy", None))
 
     def test_counts_are_consecutive(self) -> None:
         instances, _ = make_set()
         b = instances.instances[1]
-        for ok in (False, False, True, False, False):
+        for ok in (True, False, False, True, False, False):
             instances.record_check(b, ok, 1.0)
-        self.assertTrue(b.healthy)
+        self.assertEqual(b.health, "healthy")
         instances.record_check(b, False, 1.0)
         for ok in (True, False, True):
             instances.record_check(b, ok, 1.0)
-        self.assertFalse(b.healthy)
+        self.assertEqual(b.health, "unhealthy")
 
     def test_thresholds_are_settings(self) -> None:
         instances, _ = make_set(health_unhealthy_threshold=1, health_healthy_threshold=1)
         b = instances.instances[1]
+        self.assertTrue(instances.record_check(b, True, 1.0))
         self.assertTrue(instances.record_check(b, False, 1.0))
         self.assertTrue(instances.record_check(b, True, 1.0))
+
+    def test_unknown_instances_get_traffic_unhealthy_ones_do_not(self) -> None:
+        instances, _ = make_set()
+        a, b, c = instances.instances
+        instances.record_check(b, False, 1.0)
+        self.assertEqual({instances.pick() for _ in range(4)}, {a, c})
 
     def test_snapshot(self) -> None:
         instances, clock = make_set()
         a, b, c = instances.instances
         clock.advance(1000)
         instances.record_check(a, True, 12.5)
+        instances.record_check(a, False, 20.0, "HTTP 500")
         fail(instances, b, 5)
-        for _ in range(3):
-            instances.record_check(c, False, 5000.0)
+        instances.record_check(c, False, 5000.0, "timeout after 5000 ms")
+        instances.record_check(c, True, 5.0)
         instances.started(a)
         snapshot = instances.snapshot()
         self.assertEqual([s.url for s in snapshot], list(URLS))
         self.assertEqual(
-            [(s.status, s.healthy, s.ejected_until, s.ejections, s.in_flight) for s in snapshot],
+            [(s.status, s.health, s.ejected_until, s.ejections, s.in_flight) for s in snapshot],
             [
-                ("healthy", True, None, 0, 1),
-                ("ejected", True, 1030.0, 1, 0),
-                ("unhealthy", False, None, 0, 0),
+                ("healthy", "healthy", None, 0, 1),
+                ("ejected", "unknown", 1030.0, 1, 0),
+                ("unhealthy", "unhealthy", None, 0, 0),
             ],
         )
         self.assertEqual(
-            [(s.last_check, s.latency_ms) for s in snapshot],
-            [(1000.0, 12.5), (None, None), (1000.0, 5000.0)],
+            [(s.last_check, s.latency_ms, s.error, s.check_failures, s.check_successes) for s in snapshot],
+            [(1000.0, 20.0, "HTTP 500", 1, 0), (None, None, None, 0, 0), (1000.0, 5.0, None, 0, 1)],
         )
         clock.advance(30)
-        self.assertEqual(instances.snapshot()[1].status, "healthy")
+        self.assertEqual(instances.snapshot()[1].status, "unknown")
 
 
 class UpdateTests(SynchronousTestCase):
@@ -430,6 +447,13 @@ class RetryBudgetTests(SynchronousTestCase):
         self.assertFalse(budget.can_retry())
         budget.retry_finished()
         self.assertTrue(budget.can_retry())
+
+    def test_a_retry_ending_makes_room_for_the_next(self) -> None:
+        budget = RetryBudget(lambda: 5)
+        for _ in range(3):
+            budget.retry_started()
+        self.assertFalse(budget.can_retry())
+        self.assertTrue(budget.can_retry(ending=1))
 
     def test_finishing_more_than_started_does_not_grant_more(self) -> None:
         budget = RetryBudget(lambda: 0)

@@ -7,6 +7,7 @@ from twisted.web.http_headers import Headers
 
 from qeetgw.forwarding import (
     client_response_headers,
+    merge_vary,
     connection_named,
     upstream_request_headers,
 )
@@ -104,6 +105,22 @@ class ClientResponseHeaderTests(SynchronousTestCase):
         self.assertEqual(
             sorted(name.lower() for name, _ in headers.getAllRawHeaders()), [b"content-length"]
         )
+
+    def test_cors_fields_dropped(self) -> None:
+        headers = client_response_headers(
+            Headers({b"Access-Control-Allow-Origin": [b"*"], b"access-control-max-age": [b"9"],
+                     b"Access-Control": [b"kept: not a CORS field"], b"Vary": [b"Origin"]})
+        )
+        self.assertEqual(
+            sorted(name.lower() for name, _ in headers.getAllRawHeaders()), [b"access-control", b"vary"]
+        )
+
+    def test_merge_vary(self) -> None:
+        self.assertEqual(merge_vary([b"Origin"], [b"Accept-Encoding"]), b"Origin, Accept-Encoding")
+        self.assertEqual(merge_vary([b"Origin", b"Access-Control-Request-Headers"], [b"origin ,Accept"]),
+                         b"Origin, Access-Control-Request-Headers, Accept")
+        self.assertEqual(merge_vary([b"Origin"], [b"*"]), b"*")
+        self.assertEqual(merge_vary([b"Origin"], [b", ,"]), b"Origin")
 
     def test_connection_named(self) -> None:
         self.assertEqual(

@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
+from qeetgw.cors import EXPOSED_HEADERS
+
 from tests.gateway import MemoryGateway, token
 from tests.memory import get, with_body
 from tests.test_headers import EXPECTED as HELMET
@@ -153,7 +155,76 @@ class CORSChainTests(SynchronousTestCase):
 
         gateway = MemoryGateway({"REQUIRE_AUTH": "false"}, answer=varying)
         response = gateway.send(get(b"/api/v1/products", ALLOWED))
-        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Origin", b"Accept-Encoding"])
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Origin, Accept-Encoding"])
+
+    def test_vary_origin_is_merged_not_repeated(self) -> None:
+        def varying(request: Any) -> bytes:
+            request.setHeader(b"vary", b"origin, Accept")
+            return b"{}"
+
+        gateway = MemoryGateway({"REQUIRE_AUTH": "false"}, answer=varying)
+        response = gateway.send(get(b"/api/v1/products", ALLOWED))
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Origin, Accept"])
+
+
+def permissive(request: Any) -> bytes:
+    """
+    An upstream with CORS of its own: any origin, with credentials.
+    """
+    request.setHeader(b"access-control-allow-origin", b"*")
+    request.setHeader(b"access-control-allow-credentials", b"true")
+    request.setHeader(b"Access-Control-Expose-Headers", b"X-Secret")
+    request.setHeader(b"vary", b"Accept-Encoding")
+    return b"{}"
+
+
+class GatewayOwnsCORSTests(SynchronousTestCase):
+    """
+    An upstream's Access-Control-* fields never reach the client: the
+    gateway's answer for the request's Origin stands.
+    """
+
+    def setUp(self) -> None:
+        self.gateway = MemoryGateway({"REQUIRE_AUTH": "false"}, answer=permissive)
+
+    def cors_fields(self, response: Any) -> list:
+        return sorted(
+            (name.lower(), value)
+            for name, value in response.raw_headers
+            if name.lower().startswith(b"access-control-")
+        )
+
+    def test_refused_origin_gets_no_cors_field(self) -> None:
+        response = self.gateway.send(get(b"/api/v1/products", b"Origin: https://evil.example\r\n"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.cors_fields(response), [])
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Origin, Accept-Encoding"])
+
+    def test_allowed_origin_gets_the_gateways_answer(self) -> None:
+        response = self.gateway.send(get(b"/api/v1/products", ALLOWED))
+        self.assertEqual(
+            self.cors_fields(response),
+            [
+                (b"access-control-allow-origin", b"http://localhost:3000"),
+                (b"access-control-expose-headers", EXPOSED_HEADERS),
+            ],
+        )
+
+    def test_no_origin_gets_no_cors_field(self) -> None:
+        response = self.gateway.send(get(b"/api/v1/products"))
+        self.assertEqual(self.cors_fields(response), [])
+
+    def test_any_origin_configured_is_still_the_gateways_answer(self) -> None:
+        gateway = MemoryGateway({"REQUIRE_AUTH": "false", "CORS_ORIGINS": "*"}, answer=permissive)
+        response = gateway.send(get(b"/api/v1/products", b"Origin: https://shop.example\r\n"))
+        # "*" without credentials: the upstream's Allow-Credentials is gone.
+        self.assertEqual(
+            self.cors_fields(response),
+            [
+                (b"access-control-allow-origin", b"*"),
+                (b"access-control-expose-headers", EXPOSED_HEADERS),
+            ],
+        )
 
 
 class SecurityHeaderChainTests(SynchronousTestCase):

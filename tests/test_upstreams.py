@@ -247,6 +247,35 @@ class BudgetAndLeastRequestTests(SynchronousTestCase):
         self.assertEqual(len(made.upstream.seen), 30 + 3)
         self.assertEqual([c.response().code for c in connections], [503] * 30)
 
+    def test_a_retry_counts_against_the_budget_until_its_try_ends(self) -> None:
+        """
+        Retries that were sent and hang still hold the budget: once three
+        are in flight, the next request that fails gets no retry.
+        """
+        from tests.memory import Connection
+
+        first_tries: set = set()
+
+        def first_fails_retries_hang(request: IRequest) -> Any:
+            if request.path not in first_tries:
+                first_tries.add(request.path)
+                request.setResponseCode(503)
+                return b"busy"
+            return NOT_DONE_YET
+
+        made = gateway(first_fails_retries_hang, RETRY_MAX="3")
+        connections = []
+        for n in range(10):
+            connection = Connection(made.gateway.site)
+            connection.send(get(b"/api/v1/users/%d" % (n,)))
+            connections.append(connection)
+            made.agent.flush()
+            made.clock.advance(0.3)  # past any backoff: the retry is sent
+            made.agent.flush()
+        self.assertEqual(len(made.upstream.seen), 10 + 3)
+        answered = [c.response().code for c in connections if c.transport.value()]
+        self.assertEqual(answered, [503] * 7)
+
     def test_least_request_sends_a_slow_instance_less(self) -> None:
         from tests.memory import Connection
 
@@ -296,6 +325,7 @@ class InstanceMetricsTests(SynchronousTestCase):
         self.assertEqual(
             samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "ejected")))], 1
         )
+        # Never probed (health checks are not started here): unknown.
         self.assertEqual(
-            samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "healthy")))], 2
+            samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "unknown")))], 2
         )

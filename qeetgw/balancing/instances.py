@@ -19,7 +19,14 @@ from qeetgw.balancing.settings import BalancingSettings
 #: can say which instances least_request compares.
 RandomSource = Callable[[], float]
 
-Status = Literal["healthy", "unhealthy", "ejected"]
+#: What the health checks found of an instance: nothing yet (C{unknown}),
+#: or C{healthy} / C{unhealthy} by actual results.
+Health = Literal["unknown", "healthy", "unhealthy"]
+
+#: An instance's state as reported: its L{Health}, or C{ejected} while
+#: outlier ejection keeps it out (which says the most: it comes back on its
+#: own).
+Status = Literal["unknown", "healthy", "unhealthy", "ejected"]
 
 
 @attrs.define(eq=False)
@@ -41,12 +48,17 @@ class Instance:
     @ivar ejection_multiplier: how many base ejection times the next
         ejection lasts, less one; it grows with each ejection and shrinks
         while the instance stays in (see L{InstanceSet.finished}).
-    @ivar healthy: its active-health state; instances start healthy, so a
-        service routes at start-up and when probes are off.
+    @ivar health: its active-health state: C{unknown} until its first
+        probe result, which alone decides (as Envoy's first check does);
+        after that the thresholds apply.  An C{unknown} instance gets
+        traffic, so a service routes at start-up and when probes are off;
+        only an C{unhealthy} one is skipped.
     @ivar check_successes: passed probes in a row.
     @ivar check_failures: failed probes in a row.
     @ivar last_check: the clock's seconds at its last probe, or L{None}.
     @ivar last_latency_ms: how long its last probe took, or L{None}.
+    @ivar last_error: why its last probe failed, short and for people;
+        L{None} when it passed or there was none.
     """
 
     url: str
@@ -55,11 +67,12 @@ class Instance:
     ejected_until: Optional[float] = None
     ejections: int = 0
     ejection_multiplier: int = 0
-    healthy: bool = True
+    health: Health = "unknown"
     check_successes: int = 0
     check_failures: int = 0
     last_check: Optional[float] = None
     last_latency_ms: Optional[float] = None
+    last_error: Optional[str] = None
 
     def ejected(self, now: float) -> bool:
         """
@@ -71,7 +84,7 @@ class Instance:
         """
         Whether balancing may choose it at C{now} outside panic mode.
         """
-        return self.healthy and not self.ejected(now)
+        return self.health != "unhealthy" and not self.ejected(now)
 
 
 @attrs.frozen
@@ -81,9 +94,8 @@ class InstanceSnapshot:
 
     @ivar url: its base URL.
     @ivar status: C{"ejected"} while ejected (it says the most: it comes
-        back at C{ejected_until}), else C{"unhealthy"} or C{"healthy"}
-        from the probes.
-    @ivar healthy: the active-health state alone.
+        back at C{ejected_until}), else its L{Health}.
+    @ivar health: the active-health state alone.
     @ivar ejected_until: the clock's seconds when the ejection ends, while
         ejected; L{None} otherwise.
     @ivar ejections: times ejected, ever.
@@ -91,16 +103,22 @@ class InstanceSnapshot:
     @ivar last_check: the clock's seconds at the last probe (the endpoint
         writes it with L{qeetgw.health.iso_timestamp}), or L{None}.
     @ivar latency_ms: the last probe's latency, or L{None}.
+    @ivar error: why the last probe failed, or L{None}.
+    @ivar check_failures: failed probes in a row.
+    @ivar check_successes: passed probes in a row.
     """
 
     url: str
     status: Status
-    healthy: bool
+    health: Health
     ejected_until: Optional[float]
     ejections: int
     in_flight: int
     last_check: Optional[float]
     latency_ms: Optional[float]
+    error: Optional[str] = None
+    check_failures: int = 0
+    check_successes: int = 0
 
 
 class InstanceSet:
@@ -135,6 +153,13 @@ class InstanceSet:
         # even while instances leave and return.
         self._cursor = 0
         self.update(urls)
+
+    @property
+    def settings(self) -> BalancingSettings:
+        """
+        The service's balancing settings (its health thresholds included).
+        """
+        return self._settings
 
     @property
     def instances(self) -> Tuple[Instance, ...]:
@@ -303,32 +328,39 @@ class InstanceSet:
         # It comes back with a clean slate: as many failures again to leave.
         instance.consecutive_failures = 0
 
-    def record_check(self, instance: Instance, ok: bool, latency_ms: float) -> bool:
+    def record_check(
+        self, instance: Instance, ok: bool, latency_ms: float, error: Optional[str] = None
+    ) -> bool:
         """
-        An active health probe of C{instance} passed (C{ok}) or failed, and
-        took C{latency_ms}: HEALTH_UNHEALTHY_THRESHOLD failures in a row make
-        it unhealthy, HEALTH_HEALTHY_THRESHOLD passes in a row healthy again.
+        An active health probe of C{instance} passed (C{ok}) or failed (for
+        C{error}), and took C{latency_ms}.
+
+        The first result decides at once, as in Envoy: an instance nothing
+        was known of is healthy after one pass, unhealthy after one failure.
+        After that, HEALTH_UNHEALTHY_THRESHOLD failures in a row make it
+        unhealthy, HEALTH_HEALTHY_THRESHOLD passes in a row healthy again.
 
         @return: whether its state changed (for the log).
         """
         instance.last_check = self._clock.seconds()
         instance.last_latency_ms = latency_ms
+        instance.last_error = None if ok else error
         if ok:
             instance.check_successes += 1
             instance.check_failures = 0
-            if not instance.healthy and (
-                instance.check_successes >= self._settings.health_healthy_threshold
-            ):
-                instance.healthy = True
-                return True
+            threshold = self._settings.health_healthy_threshold
+            becomes: Health = "healthy"
         else:
             instance.check_failures += 1
             instance.check_successes = 0
-            if instance.healthy and (
-                instance.check_failures >= self._settings.health_unhealthy_threshold
-            ):
-                instance.healthy = False
-                return True
+            threshold = self._settings.health_unhealthy_threshold
+            becomes = "unhealthy"
+        if instance.health == becomes:
+            return False
+        streak = instance.check_successes if ok else instance.check_failures
+        if instance.health == "unknown" or streak >= threshold:
+            instance.health = becomes
+            return True
         return False
 
     def snapshot(self) -> Tuple[InstanceSnapshot, ...]:
@@ -344,14 +376,17 @@ def _snapshot_of(instance: Instance, now: float) -> InstanceSnapshot:
     C{instance}'s state at C{now}.
     """
     ejected = instance.ejected(now)
-    status: Status = "ejected" if ejected else ("healthy" if instance.healthy else "unhealthy")
+    status: Status = "ejected" if ejected else instance.health
     return InstanceSnapshot(
         url=instance.url,
         status=status,
-        healthy=instance.healthy,
+        health=instance.health,
         ejected_until=instance.ejected_until if ejected else None,
         ejections=instance.ejections,
         in_flight=instance.in_flight,
         last_check=instance.last_check,
         latency_ms=instance.last_latency_ms,
+        error=instance.last_error,
+        check_failures=instance.check_failures,
+        check_successes=instance.check_successes,
     )

@@ -121,21 +121,25 @@ class RetryBudget:
         share = int(self._in_flight() * self._percent / 100)
         return max(self._min_retries, share)
 
-    def can_retry(self) -> bool:
+    def can_retry(self, ending: int = 0) -> bool:
         """
         Whether one more retry may start now.
+
+        @param ending: retries counted now whose tries are ending as this is
+            asked (the asker's own, about to be replaced by the next).
         """
-        return self.retries_in_flight < self.limit()
+        return self.retries_in_flight - ending < self.limit()
 
     def retry_started(self) -> None:
         """
-        A retry began (call L{retry_finished} when it ends, however).
+        A retry was granted: it counts until its try ends, however it ends
+        (call L{retry_finished} then), as Envoy counts active retries.
         """
         self.retries_in_flight += 1
 
     def retry_finished(self) -> None:
         """
-        A retry ended.
+        A retry's try ended (answered, failed, timed out, or given up).
         """
         # Never below zero: a doubled call must not grant extra retries.
         self.retries_in_flight = max(0, self.retries_in_flight - 1)

@@ -45,7 +45,6 @@ from twisted.internet.defer import (
     gatherResults,
     succeed,
 )
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -60,6 +59,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qeetgw.config import RedisURL, parse_redis_url
+from qeetgw.hostendpoint import HostEndpoint
 from qeetgw.ratelimit.resp import Argument, RedisError, RedisProtocol, Reply
 from qeetgw.ratelimit.store import (
     Algorithm,
@@ -252,7 +252,7 @@ class RedisStore:
     @param reactor: the clock for timeouts and retries; also connects, unless
         C{endpoint_factory} is given.
     @param endpoint_factory: makes the endpoint to connect to (tests pass
-        one); by default a L{HostnameEndpoint} to the URL's host and port.
+        one); by default a L{qeetgw.hostendpoint.HostEndpoint} to the URL's host and port.
     @param max_pending: calls in flight past which hits fail at once.
     @param connect_timeout_s: the bound on a TCP connect, and on the
         handshake (C{AUTH}, C{SELECT}, C{SCRIPT LOAD}) after it.
@@ -282,7 +282,7 @@ class RedisStore:
         self._connect_timeout_s = connect_timeout_s
         self._random = random
         if endpoint_factory is None:
-            self._endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._endpoint: IStreamClientEndpoint = HostEndpoint(
                 reactor, self._url.host, self._url.port, timeout=connect_timeout_s
             )
         else:

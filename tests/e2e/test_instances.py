@@ -12,9 +12,9 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
-from tests.e2e.support import fetch, gateway_environment, request, start_gateway
+from tests.e2e.support import fetch, gateway_environment, listen_upstream, request, start_gateway
 
 
 class Named(Resource):
@@ -109,3 +109,66 @@ class InstancesTests(TestCase):
             response = yield fetch(gateway, request(b"GET", b"/api/v1/users/1"))
             bodies.append(response.body)
         self.assertIn(b"b", bodies)
+
+
+class SlowlyUnavailable(Resource):
+    """
+    Answers 503 after C{delay} seconds, and counts the requests it got.
+    """
+
+    isLeaf = True
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.requests = 0
+
+    def render(self, request: Any) -> Any:
+        self.requests += 1
+
+        def answer() -> None:
+            if not request._disconnected:
+                request.setResponseCode(503)
+                request.finish()
+
+        reactor.callLater(self.delay, answer)
+        return NOT_DONE_YET
+
+
+class RetryBudgetTests(TestCase):
+    """
+    The retry budget bounds retries in flight, not only those waiting out
+    their backoff.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_every_instance_failing_adds_a_bounded_share_of_tries(self) -> Any:
+        """
+        RETRY_MAX=3 and three instances that all answer 503 after 50 ms; 40
+        clients send 10 GETs each.  Were a retry counted only while it waits
+        (the budget's old bug), the upstreams would get about 1.5 tries per
+        request; counted until its try ends, 20% of the tries in flight
+        bound them.
+        """
+        instances = [SlowlyUnavailable(0.05) for _ in range(3)]
+        urls = ",".join(listen_upstream(self, instance) for instance in instances)
+        env = gateway_environment(
+            "http://127.0.0.1:1", USER_SERVICE_URL=urls, RETRY_MAX="3", HEALTH_CHECK_INTERVAL_MS="0",
+        )
+        _, gateway = yield start_gateway(self, env)
+
+        @inlineCallbacks
+        def client(number: int) -> Any:
+            codes = []
+            for n in range(10):
+                response = yield fetch(gateway, request(b"GET", b"/api/v1/users/%d/%d" % (number, n)))
+                codes.append(response.code)
+            return codes
+
+        results = yield gatherResults([client(number) for number in range(40)])
+        self.assertEqual(Counter(code for codes in results for code in codes), Counter({503: 400}))
+        tries = sum(instance.requests for instance in instances)
+        self.assertGreater(tries, 400)  # some retries were made
+        self.assertLessEqual(tries / 400, 1.35, f"{tries} tries for 400 requests")
