@@ -72,6 +72,7 @@ class GatewayService(Service):
         self._workers = tuple(workers)
         self._delay = delay
         self.port: Optional[IListeningPort] = None
+        self._listen_started = False
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -82,14 +83,41 @@ class GatewayService(Service):
             parent.setComponent(ILogObserver, self._observer)
         super().setServiceParent(parent)
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen now: twistd calls this before it sheds privileges (so a port
+        below 1024 works with --uid), and before the reactor runs.
+
+        A gateway that cannot listen must not look alive.  When listening
+        fails at once (as it does for every endpoint type the gateway
+        documents: tcp, ssl, unix, systemd), the process ends here with
+        status 1, after one critical line and no traceback, so systemd,
+        Kubernetes and a person at a terminal all see the failure.
+        """
+        super().privilegedStartService()
+        self._listen()
+        if self.listening.called and self.port is None:
+            # The process ends: nobody else will wait on this failure.
+            self.listening.addErrback(lambda _: None)
+            raise SystemExit(1)
+
     def startService(self) -> None:
         """
-        Start listening.  A failure to listen stops the process: a gateway
-        that cannot take connections must not look alive.
+        Start the workers, and listen unless L{privilegedStartService} did
+        (tests and the --workers worker start the service without it).
         """
         super().startService()
         for worker in self._workers:
             worker.start()
+        if not self._listen_started:
+            self._listen()
+
+    def _listen(self) -> None:
+        """
+        Listen on the endpoint; fire L{listening}.  A failure that comes
+        later, once the reactor runs, stops the reactor.
+        """
+        self._listen_started = True
         listening = self._endpoint.listen(self.site)
 
         def listened(port: IListeningPort) -> IListeningPort:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from typing import Any, List
 
 from twisted.internet import reactor
@@ -87,6 +88,35 @@ class PluginTests(TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(b"JWT_SECRET", out + err)
         self.assertNotIn(b"Traceback", out + err)
+
+
+class PortInUseTests(TestCase):
+    """
+    A gateway that cannot listen exits non-zero at once: it must not stay up
+    serving nothing (before the fix it did, until killed).
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def assert_exits_1(self, *options: str) -> Any:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            out, err, code = yield run_twistd(
+                "--nodaemon", "--pidfile=", "qeetgw", "--port", f"tcp:{port}:interface=127.0.0.1",
+                *options,
+                env={"REQUIRE_AUTH": "false", "HEALTH_CHECK_INTERVAL_MS": "0"},
+            )
+        text = (out + err).decode()
+        self.assertEqual(code, 1, text)
+        self.assertNotIn("Traceback", text)
+        [line] = [line for line in text.splitlines() if "cannot listen" in line]
+        self.assertIn("Address already in use", line)
+
+    def test_one_process(self) -> Any:
+        return self.assert_exits_1()
 
 
 class ServingProcessTests(TestCase):

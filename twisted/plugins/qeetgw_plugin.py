@@ -1,6 +1,7 @@
 """
-The twistd plugins: C{twistd -n qeetgw} runs the gateway and
-C{twistd -n qeetgw-echo} the echo upstream.  All the work is in qeetgw.tap.
+The twistd plugin: C{twistd -n qeetgw} runs the gateway.  All the work is in
+qeetgw.tap.  (The echo upstream for trying the gateway is not a plugin: it
+is C{make echo}, or the C{qeetgw-echo} console script.)
 """
 
 from twisted.application.service import ServiceMaker

@@ -1,8 +1,9 @@
 'use strict';
 /*
  * A reconstruction of the QeetMart Express gateway's middleware stack, kept
- * only as a peer for qeetgw's benchmark (`make bench`).  It is wired as
- * /work/shared/SPEC.md and the seed describe, in the original's order:
+ * only as a peer for qeetgw's benchmark (`make bench`).  It is wired as the
+ * gateway contract (SPEC) and the original gateway's description say, in
+ * the original's order:
  *
  *   helmet -> cors (origin list, error callback) -> express.json() ->
  *   correlation id + access log -> /health, /health/services, /info ->
