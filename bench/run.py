@@ -11,6 +11,7 @@ peers within each round so that drift on a shared machine cancels out:
   qeetgw      wrk -> twistd qeetgw, everything on -> upstream
   qeetgw-w2   the same with --workers 2 (only when twistd qeetgw has --workers)
   qeetgw-metrics  qeetgw (one process) with METRICS_PORT set: its cost is this row against qeetgw
+  qeetgw-w2-metrics  --workers 2 with METRICS_PORT set: its cost is this row against qeetgw-w2
   qeetgw-2inst    qeetgw with two instances behind every service: the cost of balancing
 
 and writes bench/results/latest.json (plus a timestamped copy) and a Markdown
@@ -794,6 +795,9 @@ class Bench:
         # One process with Prometheus metrics on: the metrics' cost is this
         # row against the plain one.
         variants.append(("qeetgw-metrics", 1, {"METRICS_PORT": f"tcp:{free_port()}:interface=127.0.0.1"}))
+        # Two workers with metrics (their files, summed by the supervisor):
+        # the cost is this row against qeetgw-w2.
+        variants.append(("qeetgw-w2-metrics", 2, {"METRICS_PORT": f"tcp:{free_port()}:interface=127.0.0.1"}))
         # Two instances behind every service (the same nginx under two host
         # names): the cost of balancing is this row against the plain one.
         two = upstream_url + "," + upstream_url.replace("127.0.0.1", "localhost")
@@ -826,6 +830,7 @@ class Bench:
             label = {
                 "qeetgw": "qeetgw",
                 "qeetgw-metrics": "qeetgw + metrics",
+                "qeetgw-w2-metrics": "qeetgw --workers 2 + metrics",
                 "qeetgw-2inst": "qeetgw, 2 instances a service",
             }.get(
                 key, f"qeetgw --workers {workers}"
@@ -1153,7 +1158,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="qeetgw worker counts to run, comma list; >1 only when twistd qeetgw has --workers (%(default)s)")
     parser.add_argument("--peers", default=None,
                         help="comma list of peers to run: direct,nginx,express,qeetgw,qeetgw-w2,"
-                        "qeetgw-metrics,qeetgw-2inst (all)")
+                        "qeetgw-metrics,qeetgw-w2-metrics,qeetgw-2inst (all)")
     parser.add_argument("--scenarios", default=None,
                         help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited (all)")
     parser.add_argument("--soak", action="store_true", help="also the 60-second memory-flatness run on qeetgw")
@@ -1186,7 +1191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     all_peers = ["direct", "nginx", "express"] + [
         "qeetgw" if w == 1 else f"qeetgw-w{w}" for w in args.workers
-    ] + ["qeetgw-metrics", "qeetgw-2inst"]
+    ] + ["qeetgw-metrics", "qeetgw-w2-metrics", "qeetgw-2inst"]
     peer_keys = [p.strip() for p in args.peers.split(",")] if args.peers else all_peers
     bench = Bench(args)
     tokens = {

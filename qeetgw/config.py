@@ -1626,7 +1626,8 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "METRICS_PORT", None, _optional_endpoint, "metrics_port",
         "Serve Prometheus metrics on this endpoint description (e.g. "
-        "tcp:9464:interface=127.0.0.1); off when unset, never the public port",
+        "tcp:9464:interface=127.0.0.1); off when unset, never the public port; "
+        "with WORKERS > 1 one port serves the whole group",
     ),
     Variable(
         "LOG_FORMAT", "text", _choice("text", "json"), "log_format",

@@ -15,6 +15,23 @@ a raw path or a user id.
 The hot path takes label children bound once (a dictionary look-up per
 request, not prometheus_client's C{labels()} with its lock and argument
 checks).
+
+With several workers (WORKERS > 1) each worker's L{Metrics} is built with
+L{MetricFiles}: its values live in memory-mapped files that the supervisor
+sums at scrape time (L{qeetgw.groupmetrics}).  What each metric means
+across workers is decided here, metric by metric:
+
+- counters and histograms: summed over the workers, and over the workers
+  that have exited (their files are kept), so a total never goes backwards
+  when a worker is restarted;
+- C{qeetgw_upstream_requests_in_flight}, C{qeetgw_client_connections_open}:
+  summed over the live workers (C{livesum}): the group's figure;
+- C{qeetgw_upstream_instances}: each worker balances with its own view of
+  the instances (its own health checks and ejections), so a sum would count
+  each instance once per worker; it is one series per worker, labelled
+  C{worker} (the worker's number, stable across restarts, unlike a pid);
+- process figures (memory, CPU, descriptors): read by the supervisor from
+  each worker's C{/proc}, labelled C{worker} (L{qeetgw.groupmetrics}).
 """
 
 from __future__ import annotations
@@ -28,11 +45,14 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.twisted import MetricsResource
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from qeetgw.metricfiles import MetricFiles
 
 log = Logger()
 
@@ -75,6 +95,14 @@ _AUTH_LABELS = frozenset(AUTH_REASONS.values()) | {MISSING_TOKEN, "other"}
 
 #: Request durations: from a fast cached 401 to the proxy timeout's reach.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: The instance states counted by C{qeetgw_upstream_instances}.
+INSTANCE_STATES = ("healthy", "unhealthy", "ejected")
+
+#: How often a worker writes its instance states into its files, in
+#: seconds.  The states change on health checks and ejections, seconds
+#: apart, and Prometheus scrapes every 15 s or so.
+INSTANCES_REFRESH_S = 1.0
 
 
 def status_class(code: Any) -> str:
@@ -140,9 +168,24 @@ class _Connections:
         )
 
 
+def instance_states(upstreams: Any) -> Iterable[Tuple[str, str, int]]:
+    """
+    C{(service, state, count)} for every service of C{upstreams} (the
+    L{qeetgw.upstreams.ServiceUpstream}s by name) and every state in
+    L{INSTANCE_STATES}, zeros included.
+    """
+    for name, upstream in upstreams.items():
+        states = dict.fromkeys(INSTANCE_STATES, 0)
+        for snapshot in upstream.instances.snapshot():
+            states[snapshot.status] = states.get(snapshot.status, 0) + 1
+        for state, count in states.items():
+            yield name, state, count
+
+
 class _Instances:
     """
-    A collector of every service's instance states, read at scrape time.
+    A collector of every service's instance states, read at scrape time
+    (one process: the scrape runs where the states are).
     """
 
     def __init__(self, upstreams: Any) -> None:
@@ -157,13 +200,91 @@ class _Instances:
             "Instances of each service, by state (healthy, unhealthy, ejected)",
             labels=["service", "state"],
         )
-        for name, upstream in self._upstreams.items():
-            states = {"healthy": 0, "unhealthy": 0, "ejected": 0}
-            for snapshot in upstream.instances.snapshot():
-                states[snapshot.status] = states.get(snapshot.status, 0) + 1
-            for state, count in states.items():
-                family.add_metric([name, state], count)
+        for name, state, count in instance_states(self._upstreams):
+            family.add_metric([name, state], count)
         yield family
+
+
+class InstanceGauge:
+    """
+    A worker's instance states, written into its metric files every
+    L{INSTANCES_REFRESH_S} seconds; a part started and stopped with the
+    gateway service.
+
+    Why not at scrape time, as in one process: the scrape runs in the
+    supervisor, which has no instances; the states live in each worker.
+    Why not on every change: the states change in the balancing logic
+    (ejections, health thresholds, DNS discovery), which knows nothing of
+    metrics; a snapshot a second is exact enough for a figure scraped every
+    15 s, and costs a few writes a second.
+    """
+
+    def __init__(self, gauge: Gauge, worker: str, upstreams: Any, clock: IReactorTime) -> None:
+        self._gauge = gauge
+        self._worker = worker
+        self._upstreams = upstreams
+        self._children: Dict[Tuple[str, str], Any] = {}
+        self._loop = LoopingCall(self.refresh)
+        self._loop.clock = clock
+
+    def refresh(self) -> None:
+        """
+        Write the states as they are now.
+        """
+        seen = set()
+        for name, state, count in instance_states(self._upstreams):
+            child = self._children.get((name, state))
+            if child is None:
+                child = self._children[(name, state)] = self._gauge.labels(name, state, self._worker)
+            child.set(count)
+            seen.add((name, state))
+        # A series written before and not listed now (a state no instance
+        # is in any more, beyond the fixed ones) is 0, not its last count.
+        for key, child in self._children.items():
+            if key not in seen:
+                child.set(0)
+
+    def start(self) -> None:
+        """
+        Write the states now, then every L{INSTANCES_REFRESH_S} seconds.
+        """
+        if not self._loop.running:
+            self._loop.start(INSTANCES_REFRESH_S, now=True)
+
+    def stop(self) -> None:
+        """
+        Stop writing.
+        """
+        if self._loop.running:
+            self._loop.stop()
+
+
+class GaugedChannels(set):  # type: ignore[type-arg]
+    """
+    A site's set of open connections that keeps a gauge at its size.
+
+    With workers, C{qeetgw_client_connections_open} cannot be read from the
+    site at scrape time (the scrape runs in the supervisor), so each worker
+    writes its count as connections open and close: one write a
+    connection, not a request.  The site only ever calls C{add} and
+    C{discard} on it.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        super().__init__()
+        self._gauge = gauge
+
+    def add(self, item: Any) -> None:
+        super().add(item)
+        self._gauge.set(len(self))
+
+    def discard(self, item: Any) -> None:
+        super().discard(item)
+        self._gauge.set(len(self))
+
+    def remove(self, item: Any) -> None:
+        super().remove(item)
+        self._gauge.set(len(self))
 
 
 class Metrics:
@@ -171,58 +292,88 @@ class Metrics:
     The gateway's metrics, in a registry of their own.
 
     @param process: also register prometheus_client's process and platform
-        collectors (CPU, memory, file descriptors, Python version).
+        collectors (CPU, memory, file descriptors, Python version); one
+        process only (with C{files} the supervisor reads each worker's).
+    @param files: a worker's metric files (WORKERS > 1): every value is
+        written there for the supervisor to sum, and the gauges read at
+        scrape time in one process are kept up to date by the worker
+        instead (see the module docstring).
+    @ivar files: C{files}, or L{None} in one process.
     """
 
-    def __init__(self, process: bool = True) -> None:
+    def __init__(self, process: bool = True, files: Optional[MetricFiles] = None) -> None:
         self.registry = CollectorRegistry()
+        self.files = files
         r = self.registry
-        self.requests = Counter(
+        counter, gauge, histogram = Counter, Gauge, Histogram
+        if files is not None:
+            counter, gauge, histogram = files.bound(Counter), files.bound(Gauge), files.bound(Histogram)
+        self.requests = counter(
             "qeetgw_requests", "Requests answered, by service, method and status class",
             ["service", "method", "status_class"], registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = histogram(
             "qeetgw_request_duration_seconds",
             "Time from a request's arrival to its response's end, by service",
             ["service"], buckets=DURATION_BUCKETS, registry=r,
         )
-        self.upstream_ttfb = Histogram(
+        self.upstream_ttfb = histogram(
             "qeetgw_upstream_time_to_first_byte_seconds",
             "Time from sending a request upstream to its response head, by service",
             ["service"], buckets=DURATION_BUCKETS, registry=r,
         )
-        self.upstream_errors = Counter(
+        self.upstream_errors = counter(
             "qeetgw_upstream_errors", "Upstream requests that failed, by service and kind",
             ["service", "kind"], registry=r,
         )
-        self.in_flight = Gauge(
+        # The group's requests in flight: the live workers' added up (a dead
+        # worker's requests are no longer in flight).
+        self.in_flight = gauge(
             "qeetgw_upstream_requests_in_flight", "Requests being forwarded, by service",
-            ["service"], registry=r,
+            ["service"], registry=r, multiprocess_mode="livesum",
         )
-        self.upstream_retries = Counter(
+        self.upstream_retries = counter(
             "qeetgw_upstream_retries", "Tries sent again to another instance, by service",
             ["service"], registry=r,
         )
-        self.upstream_ejections = Counter(
+        self.upstream_ejections = counter(
             "qeetgw_upstream_ejections", "Instances ejected by outlier detection, by service",
             ["service"], registry=r,
         )
-        self.rate_limited = Counter(
+        self.rate_limited = counter(
             "qeetgw_rate_limited", "Requests refused with 429, by budget",
             ["budget"], registry=r,
         )
-        self.ratelimit_store_errors = Counter(
+        self.ratelimit_store_errors = counter(
             "qeetgw_ratelimit_store_errors",
             "Requests the rate-limit store could not count", registry=r,
         )
-        self.auth_failures = Counter(
+        self.auth_failures = counter(
             "qeetgw_auth_failures", "Requests refused with 401, by reason",
             ["reason"], registry=r,
         )
-        self.jwks_fetches = Counter(
+        self.jwks_fetches = counter(
             "qeetgw_jwks_fetches", "JWKS fetches, by outcome", ["outcome"], registry=r,
         )
-        if process:
+        #: With files: the open connections (the live workers' added up)
+        #: and each worker's instance states, written by the worker.
+        self.connections_open: Optional[Gauge] = None
+        self.instances: Optional[Gauge] = None
+        if files is not None:
+            self.connections_open = gauge(
+                "qeetgw_client_connections_open", "Open client connections",
+                registry=r, multiprocess_mode="livesum",
+            )
+            # livesum with a worker label: one live process per label value
+            # (a dead worker's file is removed before its successor starts),
+            # so the mode only drops the pid.
+            self.instances = gauge(
+                "qeetgw_upstream_instances",
+                "Instances of each service, by state (healthy, unhealthy, ejected), "
+                "as each worker sees them",
+                ["service", "state", "worker"], registry=r, multiprocess_mode="livesum",
+            )
+        elif process:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         self._request_children: Dict[Tuple[str, str, str], Tuple[Any, Any]] = {}
@@ -232,20 +383,34 @@ class Metrics:
         self._budgets: Dict[str, Any] = {}
         self._connections: Optional[_Connections] = None
 
-    def watch_instances(self, upstreams: Any) -> None:
+    def watch_instances(self, upstreams: Any, clock: IReactorTime) -> Optional[InstanceGauge]:
         """
         Report how many instances of each service are healthy, unhealthy or
-        ejected (read at scrape time from C{upstreams}, the services'
-        L{qeetgw.upstreams.ServiceUpstream}s by name).
+        ejected (C{upstreams}: the services' L{qeetgw.upstreams.ServiceUpstream}s
+        by name).
+
+        @return: in one process L{None} (the states are read at scrape
+            time); with files, the L{InstanceGauge} that writes them, to be
+            started and stopped with the service.
         """
-        self.registry.register(_Instances(upstreams))
+        if self.instances is None or self.files is None:
+            self.registry.register(_Instances(upstreams))
+            return None
+        return InstanceGauge(self.instances, self.files.worker, upstreams, clock)
 
     def watch_connections(self, site: Any) -> None:
         """
-        Report C{site}'s open connections (its C{channels} set) at scrape
-        time.
+        Report C{site}'s open connections (its C{channels} set): read at
+        scrape time in one process; with files, the site's set is replaced
+        by a L{GaugedChannels} that writes its size as it changes.
         """
-        if self._connections is None:
+        if self.connections_open is not None:
+            if not isinstance(site.channels, GaugedChannels):
+                channels = GaugedChannels(self.connections_open)
+                channels.update(site.channels)
+                self.connections_open.set(len(channels))
+                site.channels = channels
+        elif self._connections is None:
             self._connections = _Connections(site)
             self.registry.register(self._connections)
 

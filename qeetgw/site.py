@@ -36,7 +36,15 @@ from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.discovery import DNSDiscovery
 from qeetgw.headers import SecurityHeaders
 from qeetgw.health import HealthChecker, HealthSource
-from qeetgw.metrics import ABORTED, GATEWAY, NO_ROUTE, Metrics, MetricsListener, status_class
+from qeetgw.metrics import (
+    ABORTED,
+    GATEWAY,
+    NO_ROUTE,
+    InstanceGauge,
+    Metrics,
+    MetricsListener,
+    status_class,
+)
 from qeetgw.paths import BadTarget, target_of
 from qeetgw.proxy import ReverseProxyResource
 from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
@@ -71,6 +79,9 @@ class Gateway:
     health_checker: Optional[ActiveHealthChecker] = None
     #: The DNS discovery, when SERVICE_DISCOVERY=dns.
     discovery: Optional[DNSDiscovery] = None
+    #: What writes the instance states into a worker's metric files (with
+    #: workers and metrics only).
+    instance_gauge: Optional[InstanceGauge] = None
 
     @property
     def workers(self) -> Tuple[Any, ...]:
@@ -85,6 +96,8 @@ class Gateway:
             workers += (self.discovery,)
         if self.health_checker is not None:
             workers += (self.health_checker,)
+        if self.instance_gauge is not None:
+            workers += (self.instance_gauge,)
         return workers
 
 
@@ -247,7 +260,9 @@ def build_site(
     @param clock: the clock for timeouts, token times and durations;
         C{reactor} when not given.
     @param metrics: where to count; made when METRICS_PORT is set and none
-        is given.  With neither, nothing is counted.
+        is given.  With neither, nothing is counted.  A worker passes
+        metrics over its metric files, and no METRICS_PORT: the supervisor
+        serves them.
     @param resolver: what SERVICE_DISCOVERY=dns resolves with; the
         reactor's C{nameResolver} when not given.
     """
@@ -271,8 +286,7 @@ def build_site(
     # the probes find is what balancing skips, and what /health/services shows
     # (ejections included) is what the proxy sees.
     balanced = service_upstreams(config, clock)
-    if metrics is not None:
-        metrics.watch_instances(balanced)
+    instance_gauge = metrics.watch_instances(balanced, clock) if metrics is not None else None
     discovery: Optional[DNSDiscovery] = None
     if config.service_discovery == "dns":
         discovery = DNSDiscovery(
@@ -350,4 +364,5 @@ def build_site(
         metrics_listener=listener,
         health_checker=checker,
         discovery=discovery,
+        instance_gauge=instance_gauge,
     )

@@ -19,6 +19,12 @@ then exits 0.
 
 Each worker is a whole gateway with its own memory: rate limits are per
 worker unless RATE_LIMIT_STORE=redis.
+
+With METRICS_PORT the supervisor serves the metrics of the whole group on
+that one port (L{qeetgw.groupmetrics}): it creates a private directory for
+the workers' metric files at start, tells each worker where it is, forgets
+a dead worker's live gauges before starting its successor (its counts
+stay), and removes the directory once every worker has exited.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics
+from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
+from qeetgw.metrics import MetricsListener
 from qeetgw.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
 
 log = Logger()
@@ -92,6 +101,10 @@ class Supervisor(Service):
         option given on its command line, as the variable it overrides.
     @param grace: seconds the workers may take to drain on stop (their
         shutdown delay and grace together).
+    @param metrics_port: METRICS_PORT: serve the group's metrics there.
+    @param metrics_parent: where to create the metric files' directory;
+        the temporary directory (C{TMPDIR}, else C{/tmp}) when L{None}.
+    @ivar metrics: the group's metrics once started, with METRICS_PORT.
     """
 
     def __init__(
@@ -102,6 +115,8 @@ class Supervisor(Service):
         grace: float,
         reactor: Any = None,
         observer: Optional[ILogObserver] = None,
+        metrics_port: Optional[str] = None,
+        metrics_parent: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -122,6 +137,11 @@ class Supervisor(Service):
         self.restarts = 0
         self._failures: Dict[int, int] = {}
         self._stopping = False
+        #: METRICS_PORT, or None.
+        self.metrics_port = metrics_port
+        self._metrics_parent = metrics_parent
+        self.metrics: Optional[GroupMetrics] = None
+        self.metrics_listener: Optional[MetricsListener] = None
         #: Fires with the listening port once listening.
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -155,6 +175,8 @@ class Supervisor(Service):
             yield port.stopListening()
             self._holder = _reserve(address.host, address.port)
         self._address = address
+        if self.metrics_port is not None:
+            self._start_metrics(self.metrics_port)
         log.info(
             "qeetgw listening on {host}:{port} with {workers} workers",
             host=address.host,
@@ -165,12 +187,38 @@ class Supervisor(Service):
             self._spawn(index)
         self.listening.callback(port)
 
+    def _start_metrics(self, description: str) -> None:
+        """
+        Create the workers' metric directory and serve the group's metrics
+        on C{description}, before any worker starts (each is told the
+        directory in its environment).
+        """
+        self.metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
+        self.metrics_listener = MetricsListener(description, self.metrics.registry, self.reactor)
+        self.metrics_listener.start()
+
+    def processes(self) -> Dict[str, int]:
+        """
+        The live processes of the group, C{worker label -> pid}: each
+        running worker by its number, and this supervisor.  (A copy: the
+        metrics scrape calls it from its thread.)
+        """
+        processes = {
+            str(index): worker.pid for index, worker in list(self.workers.items()) if worker.pid is not None
+        }
+        processes[SUPERVISOR] = os.getpid()
+        return processes
+
     def _spawn(self, index: int) -> None:
         """
         Start worker C{index}.
         """
         family = "INET6" if ":" in self._address.host else "INET"
         environ = {**self._environ, FAMILY_VARIABLE: family, INDEX_VARIABLE: str(index)}
+        # Only our own directory, never one inherited from our environment.
+        environ.pop(DIRECTORY_VARIABLE, None)
+        if self.metrics is not None:
+            environ[DIRECTORY_VARIABLE] = self.metrics.directory.path
         # Logs go where the supervisor's go.
         child_fds: Dict[int, Any] = {0: "w", 1: 1, 2: 2}
         if self.port is not None:
@@ -196,6 +244,11 @@ class Supervisor(Service):
         """
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
+        if self.metrics is not None and worker.pid is not None:
+            # Before its successor starts: its live gauges (connections,
+            # requests in flight) are no longer the group's; its counts
+            # stay in the sums.
+            self.metrics.worker_ended(worker.pid)
         if self._stopping:
             return
         lived = self.clock.seconds() - worker.started_at
@@ -211,6 +264,8 @@ class Supervisor(Service):
             delay=delay,
         )
         self.restarts += 1
+        if self.metrics is not None:
+            self.metrics.restarts.inc()
         self.reactor.callLater(delay, self._restart, worker.index)
 
     def _restart(self, index: int) -> None:
@@ -241,6 +296,12 @@ class Supervisor(Service):
             killer.cancel()
         if self._holder is not None:
             self._holder.close()
+        # The metrics stay served while the workers drain; once they have
+        # all exited nothing writes the files any more.
+        if self.metrics_listener is not None:
+            yield self.metrics_listener.stop()
+        if self.metrics is not None:
+            self.metrics.directory.remove()
         # As GatewayService: an orderly stop is exit 0, not "killed by SIGTERM".
         if getattr(self.reactor, "_exitSignal", None) is not None:
             self.reactor._exitSignal = None

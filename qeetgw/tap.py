@@ -97,10 +97,6 @@ class Options(usage.Options):
             self._bad_configuration = True
             # `from None`: the ConfigError adds nothing to the message.
             raise usage.UsageError("\n".join(error.problems)) from None
-        problem = metrics_with_workers(self.config)
-        if problem is not None:
-            self._bad_configuration = True
-            raise usage.UsageError(problem)
 
     def getUsage(self, width: Optional[int] = None) -> str:
         """
@@ -117,21 +113,6 @@ class Options(usage.Options):
                 "(twistd qeetgw --help lists every option and variable):"
             )
         return super().getUsage(width)
-
-
-def metrics_with_workers(config: Config) -> Optional[str]:
-    """
-    The problem line for METRICS_PORT with WORKERS > 1, which is not
-    supported yet: every worker would try to listen on the one metrics port,
-    and a scrape would see one worker's counts as the whole gateway's.
-    """
-    if config.metrics_port is not None and config.workers > 1:
-        return (
-            f"METRICS_PORT={config.metrics_port!r}: not supported with WORKERS="
-            f"{config.workers} yet (each worker would need a port of its own); "
-            "unset METRICS_PORT or run one worker per process"
-        )
-    return None
 
 
 def makeService(options: Options) -> Union[GatewayService, Supervisor]:
@@ -155,6 +136,9 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
             grace=(config.shutdown_delay_ms + config.shutdown_grace_ms) / 1000,
             reactor=reactor,
             observer=observer,
+            # The one metrics port of the group: the supervisor serves the
+            # workers' metrics, summed.
+            metrics_port=config.metrics_port,
         )
     # With METRICS_PORT the gateway's parts include the metrics listener,
     # started and stopped with the service (after the drain, so the drain

@@ -7,6 +7,9 @@ listen — an address to bind with C{SO_REUSEPORT} in C{QEETGW_LISTEN_ADDRESS},
 or a shared socket as file descriptor L{SOCKET_FD} — the address family in
 C{QEETGW_LISTEN_FAMILY}, and every C{twistd qeetgw} option as the
 environment variable it overrides, so the worker builds the same L{Config}.
+With METRICS_PORT the supervisor also passes the directory of the group's
+metric files in C{QEETGW_METRICS_DIR}: the worker counts into its own files
+there and never listens for metrics itself (the supervisor serves them).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import socket
 import sys
 from typing import List, Mapping, Optional
 
+import attrs
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import LogEvent, Logger, globalLogBeginner
 
 from qeetgw.config import ConfigError, load_config, read_dotenv
 from qeetgw.logging import observer_for
+from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricFiles
+from qeetgw.metrics import Metrics
 from qeetgw.service import GatewayService
 from qeetgw.site import build_site
 
@@ -62,7 +68,10 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     address = environ.get(ADDRESS_VARIABLE)
     # The endpoint adopts a duplicate of the descriptor and closes this one.
     descriptor = _listen_reusing(address, family) if address else SOCKET_FD
-    gateway = build_site(config, reactor)
+    # METRICS_PORT is the supervisor's: the worker never listens on it, and
+    # counts into the files the supervisor reads when it gave a directory.
+    config = attrs.evolve(config, metrics_port=None)
+    gateway = build_site(config, reactor, metrics=worker_metrics(environ, index))
     service = GatewayService(
         AdoptedStreamServerEndpoint(reactor, descriptor, family),
         gateway.site,
@@ -77,6 +86,18 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     log.info("worker {worker} serving (pid {pid})", worker=index, pid=os.getpid())
     reactor.run()
     sys.exit(0)
+
+
+def worker_metrics(environ: Mapping[str, str], index: Optional[str]) -> Optional[Metrics]:
+    """
+    The worker's metrics: over its own files (named by its pid) in the
+    directory the supervisor gave in C{QEETGW_METRICS_DIR}, or none when it
+    gave none (no METRICS_PORT).
+    """
+    directory = environ.get(DIRECTORY_VARIABLE)
+    if not directory:
+        return None
+    return Metrics(files=MetricFiles(directory, str(os.getpid()), index or "0"))
 
 
 def _listen_reusing(address: str, family: socket.AddressFamily) -> int:

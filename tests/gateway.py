@@ -56,7 +56,9 @@ class MemoryGateway:
     driven with raw HTTP bytes.
     """
 
-    def __init__(self, env: Optional[Mapping[str, str]] = None, answer: Any = None) -> None:
+    def __init__(
+        self, env: Optional[Mapping[str, str]] = None, answer: Any = None, metrics: Any = None
+    ) -> None:
         self.clock = MemoryReactorClock()
         self.clock.advance(NOW)
         self.upstream = RecordingUpstream(answer)
@@ -73,7 +75,9 @@ class MemoryGateway:
             agent=self.agent,
             tls_policy=BrowserLikePolicyForHTTPS(),
         )
-        self.gateway: Gateway = build_site(self.config, self.clock, upstreams=upstreams, clock=self.clock)
+        self.gateway: Gateway = build_site(
+            self.config, self.clock, upstreams=upstreams, clock=self.clock, metrics=metrics
+        )
 
     def send(self, raw: bytes, peer: Any = None, settle: float = 0.0) -> RawResponse:
         """

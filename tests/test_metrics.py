@@ -276,21 +276,22 @@ class JWKSFetchTests(TestCase):
 
 class WorkersTests(TestCase):
     """
-    METRICS_PORT with WORKERS > 1 is a start-up problem, not a port fight.
+    METRICS_PORT with WORKERS > 1: one port for the group, served by the
+    supervisor (tests.test_groupmetrics has the rest).
     """
 
-    def test_refused(self) -> None:
-        from twisted.python.usage import UsageError
-
-        from qeetgw.tap import Options
+    def test_supervisor_serves(self) -> None:
+        from qeetgw.supervisor import Supervisor
+        from qeetgw.tap import Options, makeService
 
         options = Options(
             environ={"REQUIRE_AUTH": "false", "METRICS_PORT": "tcp:9464", "WORKERS": "2"},
             dotenv_path="/nonexistent/.env",
         )
-        with self.assertRaises(UsageError) as raised:
-            options.parseOptions([])
-        self.assertIn("METRICS_PORT='tcp:9464': not supported with WORKERS=2", str(raised.exception))
+        options.parseOptions([])
+        service = makeService(options)
+        assert isinstance(service, Supervisor)
+        self.assertEqual(service.metrics_port, "tcp:9464")
 
     def test_one_worker(self) -> None:
         from qeetgw.tap import Options

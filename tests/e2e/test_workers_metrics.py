@@ -1,0 +1,197 @@
+"""
+C{twistd qeetgw --workers 2} with METRICS_PORT: one scrape of the
+supervisor's port sums both workers exactly, and a killed worker's counts
+stay in the totals after it is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Callable, Dict, FrozenSet, List, Set, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+
+from tests.e2e.support import GatewayProcess, fetch, gateway_environment, listen_upstream, request, spawn_gateway
+
+Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
+
+USERS_2XX = frozenset({("service", "user-service"), ("method", "GET"), ("status_class", "2xx")})
+HEALTH_2XX = frozenset({("service", "gateway"), ("method", "GET"), ("status_class", "2xx")})
+USER_SERVICE = frozenset({("service", "user-service")})
+
+
+class _Ok(Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"ok":true}'
+
+
+def parse(body: bytes) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode("utf-8"))
+        for sample in family.samples
+    }
+
+
+def events(process: GatewayProcess, namespace: str, starts: str = "") -> List[Dict[str, Any]]:
+    """
+    The JSON log events of C{namespace} whose message starts with C{starts}.
+    """
+    return [
+        event for event in process.events()
+        if event.get("namespace") == namespace and event.get("message", "").startswith(starts)
+    ]
+
+
+def worker_pids(process: GatewayProcess) -> Dict[int, int]:
+    """
+    The newest pid of each worker, from the supervisor's log events.
+    """
+    return {event["worker"]: event["pid"] for event in events(process, "qeetgw.supervisor", "started worker")}
+
+
+def is_worker(pid: int) -> bool:
+    """
+    Whether C{pid} is a running qeetgw worker (not a pid reused since).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"qeetgw.worker" in cmdline.read()
+    except OSError:
+        return False
+
+
+class WorkersMetricsTests(TestCase):
+    """
+    The group's metrics on the supervisor's one port.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def wait_for(self, condition: Callable[[], Any], what: str, tries: int = 600) -> Any:
+        """
+        Poll C{condition} every 50 ms, at most C{tries} times.
+        """
+        for _ in range(tries):
+            if condition():
+                return
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"never: {what}")
+
+    def stop_workers_at_cleanup(self, process: GatewayProcess) -> None:
+        """
+        Kill, by pid, every worker that is still running when the test ends
+        (the supervisor's own clean-up kills only the supervisor).
+        """
+
+        def kill() -> None:
+            for pid in set(worker_pids(process).values()) | self.killed:
+                if is_worker(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(kill)
+
+    @inlineCallbacks
+    def scrape(self, port: int) -> Any:
+        response = yield fetch(port, request(b"GET", b"/metrics"))
+        self.assertEqual(response.code, 200)
+        return parse(response.body)
+
+    @inlineCallbacks
+    def send(self, port: int, path: bytes, count: int) -> Any:
+        for _ in range(count):
+            response = yield fetch(port, request(b"GET", path))
+            self.assertEqual(response.code, 200, path)
+
+    @inlineCallbacks
+    def test_summed_and_kept_over_a_restart(self) -> Any:
+        self.killed: Set[int] = set()
+        upstream = listen_upstream(self, _Ok())
+        env = gateway_environment(
+            upstream, METRICS_PORT="tcp:0:interface=127.0.0.1", HEALTH_CHECK_INTERVAL_MS="0"
+        )
+        process = spawn_gateway(self, env, "--workers", "2")
+        self.stop_workers_at_cleanup(process)
+        port = yield process.port
+        yield self.wait_for(lambda: events(process, "qeetgw.metrics", "metrics on"), "the metrics port")
+        [listening] = events(process, "qeetgw.metrics", "metrics on")
+        metrics_port = listening["port"]
+        [created] = events(process, "qeetgw.metricfiles", "metric files")
+        directory = created["directory"]
+        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
+        yield self.wait_for(lambda: len(events(process, "qeetgw.worker", "worker")) == 2, "two workers serving")
+
+        # Known traffic, on a new connection each, so both workers get some.
+        yield self.send(port, b"/api/v1/users/1", 30)
+        yield self.send(port, b"/health", 10)
+        yield self.wait_for(lambda: len(events(process, "qeetgw.access")) == 40, "40 access events")
+        access = events(process, "qeetgw.access")
+        self.assertEqual({event["worker"] for event in access}, {"0", "1"})
+        # Worker 0, killed below, served some of the requests counted.
+        self.assertTrue([e for e in access if e["worker"] == "0" and e["path"].startswith("/api/v1/users")])
+
+        first = yield self.scrape(metrics_port)
+        self.assertEqual(first[("qeetgw_requests_total", USERS_2XX)], 30)
+        self.assertEqual(first[("qeetgw_requests_total", HEALTH_2XX)], 10)
+        self.assertEqual(first[("qeetgw_request_duration_seconds_count", USER_SERVICE)], 30)
+        self.assertEqual(first[("qeetgw_upstream_time_to_first_byte_seconds_count", USER_SERVICE)], 30)
+        self.assertEqual(first[("qeetgw_upstream_requests_in_flight", USER_SERVICE)], 0)
+        self.assertEqual(first[("qeetgw_worker_restarts_total", frozenset())], 0)
+        # Each process's own figures, by worker; no pid labels anywhere.
+        workers = {
+            dict(labels)["worker"] for name, labels in first if name == "process_resident_memory_bytes"
+        }
+        self.assertEqual(workers, {"0", "1", "supervisor"})
+        self.assertFalse([key for key in first if "pid" in dict(key[1])])
+
+        # Kill worker 0; the supervisor starts another.
+        pids = worker_pids(process)
+        self.killed.add(pids[0])
+        os.kill(pids[0], signal.SIGKILL)
+        yield self.wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]), "worker 0 restarted")
+        yield self.wait_for(lambda: len(events(process, "qeetgw.worker", "worker")) == 3, "worker 0 serving")
+        self.assertFalse(os.path.exists(f"{directory}/counter_{pids[0]}.db"))
+
+        yield self.send(port, b"/api/v1/users/2", 20)
+        second = yield self.scrape(metrics_port)
+        # The dead worker's counts are still in the totals, the new ones added.
+        self.assertEqual(second[("qeetgw_requests_total", USERS_2XX)], 50)
+        self.assertEqual(second[("qeetgw_requests_total", HEALTH_2XX)], 10)
+        self.assertEqual(second[("qeetgw_request_duration_seconds_count", USER_SERVICE)], 50)
+        self.assertEqual(second[("qeetgw_worker_restarts_total", frozenset())], 1)
+        for key, counted in first.items():
+            if key[0].endswith(("_total", "_count", "_bucket")) and not key[0].startswith("process_"):
+                self.assertGreaterEqual(second[key], counted, key)
+        # Every client connection said Connection: close: none stays open.
+        # (Polled: a worker sees a connection close just after the client.)
+        closed: List[float] = []
+
+        @inlineCallbacks
+        def none_open() -> Any:
+            samples = yield self.scrape(metrics_port)
+            closed.append(samples[("qeetgw_client_connections_open", frozenset())])
+
+        for _ in range(100):
+            yield none_open()
+            if closed[-1] == 0:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(closed[-1], 0)
+
+        # SIGTERM: every worker drains and exits, the directory is removed.
+        process.terminate()
+        code = yield process.ended
+        self.assertEqual(code, 0, process.text())
+        for pid in worker_pids(process).values():
+            self.assertFalse(is_worker(pid), f"worker {pid} still running")
+        self.assertFalse(os.path.exists(directory))
