@@ -9,7 +9,16 @@ line, whether a request head is acceptable:
 - a header block over L{ClientLimits.max_header_bytes} bytes (the header
   field lines with their CRLFs, the request line not counted) or more than
   L{ClientLimits.max_header_fields} fields: 431 (RFC 6585);
-- the request smuggling shapes of RFC 9112 sections 6.1, 6.3 and 11.2: 400.
+- the request smuggling shapes of RFC 9112 sections 6.1, 6.3 and 11.2: 400;
+- in a chunked body, a chunk-size of more than L{MAX_CHUNK_SIZE_DIGITS} hex
+  digits: 400; a chunk declared larger than what is left of the body limit:
+  413 (both on the chunk-size line, before the chunk's data).
+
+Every refusal is answered early, while the client may still be sending; the
+channel then closes by lingering (L{ClientLimits.linger_time}): it
+half-closes, reads and discards what still comes for a bounded time and
+amount, then closes, so that the client is not reset before it reads the
+answer.
 
 Framing decisions (RFC 9112 section 6), stricter than the RFC where it lets
 a server choose, because a gateway that frames a message differently from
@@ -70,6 +79,12 @@ class ClientLimits:
     @ivar max_connections: the most client connections open at once.
     @ivar max_request_line: the longest request line, in bytes.
     @ivar max_header_fields: the most header fields in one request.
+    @ivar linger_timeout: after an early refusal, seconds without a byte
+        from the client after which the connection is closed.
+    @ivar linger_time: after an early refusal, the longest the client's
+        bytes are read and discarded, in seconds; 0 closes at once.
+    @ivar linger_max_bytes: the most bytes read and discarded after an early
+        refusal.
     """
 
     header_timeout: float = 10.0
@@ -79,6 +94,9 @@ class ClientLimits:
     max_connections: int = 10000
     max_request_line: int = 8192
     max_header_fields: int = 100
+    linger_timeout: float = 5.0
+    linger_time: float = 30.0
+    linger_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_config(cls, config: Any) -> "ClientLimits":
@@ -91,6 +109,9 @@ class ClientLimits:
             keepalive_timeout=config.keepalive_timeout_ms / 1000,
             max_header_bytes=config.client_max_header_bytes,
             max_connections=config.max_connections,
+            linger_timeout=config.client_linger_timeout_ms / 1000,
+            linger_time=config.client_linger_time_ms / 1000,
+            linger_max_bytes=config.client_linger_max_bytes,
         )
 
 
@@ -162,6 +183,20 @@ def header_fields_exceeded(limits: ClientLimits) -> Refusal:
     """
     return Refusal(431, "HEADERS_TOO_LARGE", "too many header fields",
                    "Request header fields too large", limits.max_header_fields)
+
+
+#: The most hex digits of a chunk-size: 16 digits say any 64-bit size, and
+#: past them no real body is meant (Python's int() would take any number, so
+#: twisted.web would wait for 2**64 bytes of a 17-digit chunk).
+MAX_CHUNK_SIZE_DIGITS = 16
+
+
+def chunk_size_too_long() -> Refusal:
+    """
+    A chunk-size line with more than L{MAX_CHUNK_SIZE_DIGITS} hex digits.
+    """
+    return Refusal(400, "BAD_REQUEST", "chunk size over 16 hex digits",
+                   "Bad request: chunk size over 16 hex digits", MAX_CHUNK_SIZE_DIGITS)
 
 
 # RFC 9110 section 5.6.2: a field name is a token.
@@ -314,6 +349,27 @@ def log_idle_closed(client: str, limits: ClientLimits) -> None:
         reason="keep-alive timeout",
         client=client,
         limit=limits.keepalive_timeout,
+    )
+
+
+def log_linger_ended(
+    client: str, why: str, discarded: int, seconds: float, limits: ClientLimits
+) -> None:
+    """
+    The one event of a lingering close that ended: C{why} is C{"client
+    closed"}, C{"linger timeout"}, C{"linger time"}, C{"linger bytes"} or
+    C{"connection lost"}, C{discarded} the bytes read and thrown away,
+    C{seconds} how long it lingered.  Routine, so at debug level.
+    """
+    client_log.debug(
+        "closed refused connection {client} after lingering: {why} "
+        "({discarded} bytes discarded in {seconds:.3f}s)",
+        reason="lingering close",
+        client=client,
+        why=why,
+        discarded=discarded,
+        seconds=seconds,
+        limit=limits.linger_time,
     )
 
 

@@ -487,6 +487,15 @@ class Config:
     client_max_header_bytes: int = 16384
     #: MAX_CONNECTIONS: open client connections at most.
     max_connections: int = 10000
+    #: CLIENT_LINGER_TIMEOUT_MS: after an early refusal, how long the
+    #: gateway waits for more of the client's bytes before it closes.
+    client_linger_timeout_ms: int = 5000
+    #: CLIENT_LINGER_TIME_MS: after an early refusal, the longest the
+    #: gateway reads and discards what the client still sends; 0 closes at
+    #: once.
+    client_linger_time_ms: int = 30000
+    #: CLIENT_LINGER_MAX_BYTES: the most it reads and discards.
+    client_linger_max_bytes: int = 64 * 1024 * 1024
     #: SERVICE_DISCOVERY: C{"static"} (the configured URLs are the
     #: instances) or C{"dns"} (each address a host name resolves to is one,
     #: re-resolved every DNS_REFRESH_MS; see L{qeetgw.discovery}).
@@ -1571,6 +1580,20 @@ VARIABLES: Tuple[Variable, ...] = (
     Variable(
         "MAX_CONNECTIONS", "10000", _whole_number(1), "max_connections",
         "Open client connections at most; past it new connections are closed at once",
+    ),
+    Variable(
+        "CLIENT_LINGER_TIMEOUT_MS", "5000", _whole_number(1), "client_linger_timeout_ms",
+        "After an early refusal (413, 400, 408, 414, 431), close when the client "
+        "sends nothing for this long",
+    ),
+    Variable(
+        "CLIENT_LINGER_TIME_MS", "30000", _whole_number(0), "client_linger_time_ms",
+        "After an early refusal, read and discard what the client still sends for "
+        "at most this long, so it can read the answer; 0 closes at once",
+    ),
+    Variable(
+        "CLIENT_LINGER_MAX_BYTES", "64mb", _byte_size, "client_linger_max_bytes",
+        "After an early refusal, read and discard at most this much (64mb, 1gb, bytes)",
     ),
     Variable(
         "SERVICE_DISCOVERY", "static", _choice("static", "dns"), "service_discovery",

@@ -18,32 +18,60 @@ the few changes a gateway needs.
   field count limits (431), the request smuggling shapes (400), all answered
   with the JSON envelope before the connection is closed, and a cap on open
   connections past which new ones are closed at once.
+- A chunk-size line is judged as it is read: more than 16 hex digits is
+  400, a chunk that cannot fit in what is left of the body limit 413, both
+  before any of the chunk's data has arrived.
+- Every early refusal (413, 400, 408, 414, 431) ends in a lingering close,
+  as nginx does it: the answer is written, the gateway half-closes (TCP
+  C{shutdown(SHUT_WR)}; TLS C{close_notify}), reads and throws away what the
+  client still sends for a bounded time and amount, then closes.  Closing at
+  once would make the kernel reset a connection whose client is still
+  writing its body, and a client that writes its whole body before it reads
+  (Python's http.client) would never read the answer.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Set
+import re
+from typing import Any, Callable, Optional, Set
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableDescriptor,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.basic import LineReceiver
 from twisted.web.http import HTTPChannel, datetimeToString
+
+# Private names of twisted.web, used to judge chunk-size lines as they are
+# read (see _LimitedChunkedDecoder): the chunked decoder HTTPChannel makes
+# for a chunked body, and the error its dataReceived raises for a malformed
+# body (HTTPChannel.rawDataReceived answers that error with a bare 400).
+from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from zope.interface import alsoProvides
 
 from qeetgw.clientlimits import (
+    MAX_CHUNK_SIZE_DIGITS,
     ClientLimits,
     Refusal,
     RequestHead,
     bad_request,
     body_timeout,
+    chunk_size_too_long,
     describe_address,
     error_response,
     header_timeout,
     log_connection_refused,
     log_idle_closed,
+    log_linger_ended,
     log_refusal,
 )
 from qeetgw.logging import access_event
@@ -109,6 +137,18 @@ class GatewayRequest(Request):
             return
         super().gotLength(length)
 
+    def chunk_declared(self, length: int) -> None:
+        """
+        A chunk-size line of a chunked body declared C{length} bytes to
+        come: when they cannot fit in what is left of the limit, answer 413
+        now, before any of them arrives.
+        """
+        if self.body_refused:
+            return
+        limit = self.body_limit
+        if limit is not None and self._body_received + length > limit:
+            self._refuse_body()
+
     def handleContentChunk(self, data: bytes) -> None:
         if self.body_refused:
             return
@@ -124,14 +164,21 @@ class GatewayRequest(Request):
         Answer 413 now and close the connection; the rest of the body is
         dropped unread.
         """
-        self.body_refused = True
-        if self.content is not None:
-            self.content.close()
-        self.content = _Discard()
+        self.drop_body()
         # No "100 Continue" for a body we will not read.
         self.requestHeaders.removeHeader(b"expect")
         channel: GatewayChannel = self.channel
         channel.refuse_body(self)
+
+    def drop_body(self) -> None:
+        """
+        Throw away what was received of the body and ignore the rest: the
+        request is refused and will never be forwarded.
+        """
+        self.body_refused = True
+        if self.content is not None:
+            self.content.close()
+        self.content = _Discard()
 
     def render(self, resrc: IResource) -> None:
         # Twisted's own Server header names its software and version.
@@ -186,11 +233,58 @@ class GatewayRequest(Request):
         site.request_done(self)
 
 
+class _ChunkSizeTooLong(_MalformedChunkedDataError):
+    """
+    A chunk-size of more than L{MAX_CHUNK_SIZE_DIGITS} hex digits.
+    """
+
+
+#: The start of a chunk-size with too many hex digits.
+_TOO_MANY_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{%d}" % (MAX_CHUNK_SIZE_DIGITS + 1,))
+
+
+class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
+    """
+    twisted.web's chunked decoder, which also judges each chunk-size line
+    as it is read: more than L{MAX_CHUNK_SIZE_DIGITS} hex digits raises
+    L{_ChunkSizeTooLong} as soon as the digit past them arrives, and each
+    chunk's declared size is told to C{declared} before its data is read.
+
+    Without this twisted.web reads any number of digits (Python's int has
+    no bound: C{10000000000000005} is 2**64 + 5) and waits for that many
+    bytes; the body limit, counted on bytes as they arrived, said nothing
+    until they came, so the request waited for the body timeout.
+    """
+
+    def __init__(
+        self,
+        dataCallback: Callable[[bytes], None],
+        finishCallback: Callable[[bytes], None],
+        declared: Callable[[int], None],
+    ) -> None:
+        super().__init__(dataCallback, finishCallback)
+        self._declared = declared
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        # Private hook of _ChunkedTransferDecoder: its dataReceived calls
+        # _dataReceived_<state>, and in state CHUNK_LENGTH self._buffer
+        # starts with the chunk-size line (complete or not); on success the
+        # line is consumed and self.length is the size just read.
+        if _TOO_MANY_HEX_DIGITS.match(self._buffer):
+            raise _ChunkSizeTooLong("chunk size over %d hex digits" % (MAX_CHUNK_SIZE_DIGITS,))
+        if not super()._dataReceived_CHUNK_LENGTH():
+            return False
+        if self.state == "BODY":
+            self._declared(self.length)
+        return True
+
+
 # What a connection is doing, which decides what its one timer means.
 _IDLE = "idle"  # between requests: the keep-alive timeout
 _HEADERS = "headers"  # a request head is arriving: the header deadline
 _BODY = "body"  # a request body is arriving: the body stall timeout
 _HANDLING = "handling"  # the request is being answered: no timer
+_LINGERING = "lingering"  # refused and half-closed: reading and discarding
 _CLOSING = "closing"  # we closed: abort if the client does not let go
 
 
@@ -205,7 +299,12 @@ class GatewayChannel(HTTPChannel):
     phase: the keep-alive timeout while idle, a deadline from the first byte
     of a request while its head arrives (never reset by more bytes), a stall
     timeout reset by each byte while a body arrives, off while a request is
-    answered, and the abort timeout once we have closed.
+    answered, the linger timeout (or what is left of the linger time) while
+    lingering after a refusal, and the abort timeout once we have closed.
+
+    Every early refusal goes the same way: the answer is written
+    (L{_refuse}, or the resource tree's 413 after L{refuse_body}), then
+    L{loseConnection} lingers (L{_linger}) instead of closing at once.
     """
 
     # Backstops only: the checks of RequestHead refuse first, with 414/431
@@ -220,11 +319,22 @@ class GatewayChannel(HTTPChannel):
     _limits = ClientLimits()
     #: The reason given when twisted.web itself finds a request malformed.
     _bad_request_reason = "malformed request"
+    #: While lingering: whether only our side was shut (TCP), rather than
+    #: the transport asked to close (TLS, or a transport without half-close).
+    _half_closed = False
+    #: While lingering: bytes read and discarded, when it began, when the
+    #: linger time runs out (on the site's clock).
+    _lingered = 0
+    _linger_started = 0.0
+    _linger_deadline = 0.0
+    #: Whether connectionLost was called: nothing to linger on then.
+    _lost = False
 
     def refuse_body(self, request: GatewayRequest) -> None:
         """
         Answer C{request} now, with the method, target and version already
-        parsed, then close.
+        parsed, then close by lingering (the answer ends in
+        L{requestDone}, which calls L{loseConnection}).
         """
         self._refused = True
         self.persistent = False
@@ -246,7 +356,10 @@ class GatewayChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
-            return  # the connection is closing after an early answer
+            # Answered early: never parsed, never kept.
+            if self._phase == _LINGERING:
+                self._discard(len(data))
+            return
         phase = self._phase
         if phase == _IDLE:
             self._begin_request()
@@ -316,25 +429,42 @@ class GatewayChannel(HTTPChannel):
         self._head = None
         if self._refused:
             return  # 413, answered as the length became known
+        # HTTPChannel chose the body's decoder (_transferDecoder, private)
+        # from the framing headers; a chunked body gets ours, which judges
+        # each chunk-size line as it is read.  No byte of the body has been
+        # fed to it yet.
+        decoder = self._transferDecoder
+        if type(decoder) is _ChunkedTransferDecoder:
+            request: GatewayRequest = self.requests[-1]
+            self._transferDecoder = _LimitedChunkedDecoder(
+                decoder.dataCallback, decoder.finishCallback, request.chunk_declared
+            )
         if self.length != 0:
             self._phase = _BODY
             self.setTimeout(self._limits.body_timeout)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._handlingRequest:
+            # (Pipelined bytes, kept until the request is answered.)
             super().rawDataReceived(data)
             return
-        # The only bad request twisted.web finds in a body is a malformed
+        # A request body: what HTTPChannel.rawDataReceived does, with our
+        # answers.  The only bad request found in a body is a malformed
         # chunked encoding (an invalid chunk size, a missing CRLF).
-        self._bad_request_reason = "invalid chunked body"
         try:
-            super().rawDataReceived(data)
-        finally:
-            del self._bad_request_reason
+            self._transferDecoder.dataReceived(data)
+        except _ChunkSizeTooLong:
+            self._refuse(chunk_size_too_long())
+        except _MalformedChunkedDataError:
+            self._refuse(bad_request("invalid chunked body"))
 
     def allContentReceived(self) -> None:
         if self._refused:
-            return  # the refused request was already answered
+            # The refused request was already answered.  HTTPChannel put the
+            # bytes after its body in its pipeline buffer (_dataBuffer,
+            # private), which a refused connection never parses.
+            self._dataBuffer = []
+            return
         self._phase = _HANDLING
         self._head = None
         # (HTTPChannel turns the timer off while the request is answered.)
@@ -353,7 +483,14 @@ class GatewayChannel(HTTPChannel):
 
     def timeoutConnection(self) -> None:
         phase = self._phase
-        if self._refused or phase == _CLOSING:
+        if phase == _LINGERING:
+            # Either nothing came for the linger timeout, or the linger time
+            # is up (the timer is set to whichever comes first).
+            if self._linger_deadline - self.site.clock.seconds() <= 0:
+                self._end_linger("linger time")
+            else:
+                self._end_linger("linger timeout")
+        elif self._refused or phase == _CLOSING:
             # We closed and the client will not read what we sent.
             self.transport.abortConnection()
         elif phase == _HEADERS:
@@ -372,8 +509,8 @@ class GatewayChannel(HTTPChannel):
 
     def _refuse(self, refusal: Refusal) -> None:
         """
-        Answer C{refusal} with the JSON envelope, log it, and close; the
-        request never reaches the resource tree.
+        Answer C{refusal} with the JSON envelope, log it, and close by
+        lingering; the request never reaches the resource tree.
         """
         if self._refused:
             return
@@ -394,6 +531,144 @@ class GatewayChannel(HTTPChannel):
         self.setTimeout(self.abortTimeout)
         self.loseConnection()
 
+    def loseConnection(self) -> None:
+        """
+        Close the connection once what was written has been sent; after an
+        early refusal, by lingering (L{_linger}) unless the linger time is 0.
+        """
+        if (
+            self._refused
+            and self._phase != _LINGERING
+            and self._limits.linger_time > 0
+            and not self._lost
+        ):
+            self._linger()
+            return
+        super().loseConnection()
+
+    def _linger(self) -> None:
+        """
+        Close after an early refusal the way nginx's lingering close does:
+        half-close once the answer is written, then read and discard what the
+        client still sends, and close when the client closes, when nothing
+        came for the linger timeout, when the linger time has passed since
+        the refusal, or when the linger byte cap was discarded.
+
+        The client may still be writing its body.  Closing at once with its
+        bytes unread makes the kernel answer them with a reset, which loses
+        the answer: a client that writes its whole body before it reads
+        (Python's http.client) gets a broken pipe instead of the 413.
+        """
+        limits = self._limits
+        self._phase = _LINGERING
+        self._lingered = 0
+        self._linger_started = self.site.clock.seconds()
+        self._linger_deadline = self._linger_started + limits.linger_time
+        # Nothing the client sent is parsed or kept from here on: not the
+        # line buffer (LineReceiver's), not the pipelined bytes HTTPChannel
+        # keeps while it answers (_dataBuffer, private), not a refused body.
+        self.clearLineBuffer()
+        self._dataBuffer = []
+        for request in self.requests:
+            request.drop_body()
+        # Stop being the transport's producer, as HTTPChannel.loseConnection
+        # does, and have it read: a full send buffer may have paused it.
+        self._networkProducer.unregisterProducer()
+        self._networkProducer.resumeProducing()
+        # Counted and timed before the transport is touched, in case closing
+        # it ends the connection there and then.
+        self.site.linger_started(self)
+        self.setTimeout(min(limits.linger_timeout, limits.linger_time))
+        transport = self.transport
+        if not self.isSecure() and IHalfCloseableDescriptor.providedBy(transport):
+            # TCP: shutdown(SHUT_WR) once the answer is written.  Twisted
+            # tells a protocol of the client's end of the stream through
+            # readConnectionLost, instead of closing the connection, only
+            # when the protocol provides IHalfCloseableProtocol: this one
+            # connection does from now on.  (Not every connection: a client
+            # that half-closes after an ordinary request is closed at once,
+            # as it always was.)
+            alsoProvides(self, IHalfCloseableProtocol)
+            self._half_closed = True
+            transport.loseWriteConnection()
+        else:
+            # TLS: loseConnection sends close_notify (TLS's half-close) once
+            # the answer is written, and the TLS layer goes on reading and
+            # delivering what the client sends until the client's own
+            # close_notify or the end of its TCP connection.  (Its
+            # loseWriteConnection, from the TCP transport underneath, would
+            # cut the TLS stream.)  The end of the linger aborts.
+            transport.loseConnection()
+
+    def _discard(self, size: int) -> None:
+        """
+        C{size} more bytes arrived while lingering, and were thrown away:
+        count them, and close when a bound is reached.
+        """
+        self._lingered += size
+        limits = self._limits
+        if self._lingered >= limits.linger_max_bytes:
+            self._end_linger("linger bytes")
+            return
+        remaining = self._linger_deadline - self.site.clock.seconds()
+        if remaining <= 0:
+            self._end_linger("linger time")
+            return
+        # As nginx: the next wait is the linger timeout, or what is left of
+        # the linger time when that is shorter.
+        self.setTimeout(min(limits.linger_timeout, remaining))
+
+    def _stop_lingering(self, why: str) -> None:
+        """
+        Leave the lingering state, saying C{why}.
+        """
+        self._phase = _CLOSING
+        log_linger_ended(
+            describe_address(self.transport.getPeer()),
+            why,
+            self._lingered,
+            self.site.clock.seconds() - self._linger_started,
+            self._limits,
+        )
+
+    def _end_linger(self, why: str) -> None:
+        """
+        The linger is over for C{why}: close.
+        """
+        if self._phase != _LINGERING:
+            return
+        self._stop_lingering(why)
+        if self._half_closed:
+            # Our side is shut already: this closes the socket at once (or
+            # once the answer is sent, if it is still being written, which
+            # the abort timeout bounds).
+            self.setTimeout(self.abortTimeout)
+            self.transport.loseConnection()
+        else:
+            # loseConnection was called when the linger began.
+            self.setTimeout(None)
+            self.transport.abortConnection()
+        # Last: this may end a drain, which closes what is left at once.
+        self.site.linger_done(self)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client closed its side of the connection: it will send nothing
+        more, so close ours.  (L{IHalfCloseableProtocol}, provided while
+        lingering only.)
+        """
+        if self._phase == _LINGERING:
+            self._end_linger("client closed")
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our side of the connection is shut, the answer sent
+        (L{IHalfCloseableProtocol}, provided while lingering only): the
+        linger goes on.
+        """
+
     def connectionMade(self) -> None:
         site = getattr(self, "site", None)
         if site is not None:
@@ -406,16 +681,25 @@ class GatewayChannel(HTTPChannel):
             site.channels.add(self)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._lost = True
         site = getattr(self, "site", None)
         if site is not None:
             site.channels.discard(self)
+        if self._phase == _LINGERING:
+            # The client closed the connection while we lingered (over TLS,
+            # its close_notify or its end of TCP), or it was reset or
+            # aborted (a drain whose grace ran out).
+            closed = reason.check(ConnectionDone) is not None
+            self._stop_lingering("client closed" if closed else "connection lost")
+            self.site.linger_done(self)
         super().connectionLost(reason)
 
     def is_idle(self) -> bool:
         """
-        Whether no request is in progress on this connection.
+        Whether no request is in progress on this connection, and it is not
+        lingering after a refusal.
         """
-        return not self.requests
+        return not self.requests and self._phase != _LINGERING
 
 
 class GatewaySite(Site):
@@ -428,6 +712,7 @@ class GatewaySite(Site):
     @ivar clock: the clock for request durations and the drain.
     @ivar channels: the open client connections.
     @ivar in_flight: the requests not yet finished.
+    @ivar lingering: the connections lingering after an early refusal.
     @ivar limits: what clients are allowed (timeouts, sizes, connections).
     """
 
@@ -462,6 +747,7 @@ class GatewaySite(Site):
         self.readiness = readiness if readiness is not None else Readiness()
         self.channels: Set[GatewayChannel] = set()
         self.in_flight: Set[GatewayRequest] = set()
+        self.lingering: Set[GatewayChannel] = set()
         self._drained: Optional[Deferred[None]] = None
         self.limits = limits if limits is not None else ClientLimits()
 
@@ -514,15 +800,36 @@ class GatewaySite(Site):
         C{request} is over; fire the drain when it was the last.
         """
         self.in_flight.discard(request)
-        if self._drained is not None and not self.in_flight:
+        self._check_drained()
+
+    def linger_started(self, channel: GatewayChannel) -> None:
+        """
+        C{channel} lingers after an early refusal.
+        """
+        self.lingering.add(channel)
+
+    def linger_done(self, channel: GatewayChannel) -> None:
+        """
+        C{channel} no longer lingers; fire the drain when it was the last
+        thing waited for.
+        """
+        self.lingering.discard(channel)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        """
+        Fire the drain when nothing is left in flight or lingering.
+        """
+        if self._drained is not None and not self.in_flight and not self.lingering:
             drained, self._drained = self._drained, None
             drained.callback(None)
 
     def drain(self, grace: float) -> "Deferred[None]":
         """
-        Wait up to C{grace} seconds for in-flight requests to finish, then
-        close every connection (idle keep-alive ones at once, busy ones when
-        the grace runs out).
+        Wait up to C{grace} seconds for in-flight requests to finish and
+        lingering closes to end, then close every connection (idle
+        keep-alive ones at once, busy and lingering ones when the grace runs
+        out).
         """
         finished: Deferred[None] = Deferred()
         timer: Optional[IDelayedCall] = None
@@ -541,7 +848,7 @@ class GatewaySite(Site):
         for channel in list(self.channels):
             if channel.is_idle():
                 channel.transport.loseConnection()
-        if not self.in_flight:
+        if not self.in_flight and not self.lingering:
             close_all()
             return finished
         self._drained = Deferred()
