@@ -53,6 +53,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from qeetgw.metricfiles import MetricFiles
+from qeetgw.startup import CannotListen, listen_at_once, log_cannot_listen
 
 log = Logger()
 
@@ -97,7 +98,7 @@ _AUTH_LABELS = frozenset(AUTH_REASONS.values()) | {MISSING_TOKEN, "other"}
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 #: The instance states counted by C{qeetgw_upstream_instances}.
-INSTANCE_STATES = ("healthy", "unhealthy", "ejected")
+INSTANCE_STATES = ("unknown", "healthy", "unhealthy", "ejected")
 
 #: How often a worker writes its instance states into its files, in
 #: seconds.  The states change on health checks and ejections, seconds
@@ -197,7 +198,7 @@ class _Instances:
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
             "qeetgw_upstream_instances",
-            "Instances of each service, by state (healthy, unhealthy, ejected)",
+            "Instances of each service, by state (unknown, healthy, unhealthy, ejected)",
             labels=["service", "state"],
         )
         for name, state, count in instance_states(self._upstreams):
@@ -369,7 +370,7 @@ class Metrics:
             # so the mode only drops the pid.
             self.instances = gauge(
                 "qeetgw_upstream_instances",
-                "Instances of each service, by state (healthy, unhealthy, ejected), "
+                "Instances of each service, by state (unknown, healthy, unhealthy, ejected), "
                 "as each worker sees them",
                 ["service", "state", "worker"], registry=r, multiprocess_mode="livesum",
             )
@@ -503,36 +504,51 @@ class MetricsListener:
         self.port: Optional[IListeningPort] = None
         self.listening: "Deferred[IListeningPort]" = Deferred()
 
-    def start(self) -> None:
+    def listen_at_once(self) -> None:
         """
-        Start listening.  Failing to listen stops the process, as for the
-        main port: an operator who asked for metrics must not get a gateway
-        that silently has none.
+        Bind the metrics port now, at start-up (before the reactor runs).
+
+        @raise qeetgw.startup.CannotListen: when it cannot be bound: an
+            operator who asked for metrics must not get a gateway that
+            silently has none (start-up then ends).
         """
         endpoint = serverFromString(self._reactor, self._description)
+        port = listen_at_once(endpoint, metrics_site(self._registry), self._description, "for metrics on")
+        self._listened(port)
 
-        def listened(port: IListeningPort) -> None:
-            self.port = port
-            address = port.getHost()
-            log.info(
-                "metrics on {host}:{port}",
-                host=getattr(address, "host", None),
-                port=getattr(address, "port", None),
-                endpoint=self._description,
-            )
-            self.listening.callback(port)
+    def start(self) -> None:
+        """
+        Start listening, unless L{listen_at_once} did.  A failure here (the
+        service was started outside twistd's start-up) is logged and stops
+        the reactor.
+        """
+        if self.port is not None or self.listening.called:
+            return
+        endpoint = serverFromString(self._reactor, self._description)
 
         def failed(reason: Failure) -> None:
-            log.critical(
-                "cannot listen for metrics on {endpoint}: {error}",
-                endpoint=self._description,
-                error=reason.getErrorMessage(),
+            log_cannot_listen(
+                CannotListen("for metrics on", self._description, reason.getErrorMessage())
             )
             self.listening.errback(reason)
             if getattr(self._reactor, "running", False):
                 self._reactor.stop()
 
-        endpoint.listen(metrics_site(self._registry)).addCallbacks(listened, failed)
+        endpoint.listen(metrics_site(self._registry)).addCallbacks(self._listened, failed)
+
+    def _listened(self, port: IListeningPort) -> None:
+        """
+        Listening on C{port}: say where, and fire L{listening}.
+        """
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "metrics on {host}:{port}",
+            host=getattr(address, "host", None),
+            port=getattr(address, "port", None),
+            endpoint=self._description,
+        )
+        self.listening.callback(port)
 
     def stop(self) -> Optional["Deferred[None]"]:
         """

@@ -17,10 +17,12 @@ from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 from twisted.python.components import Componentized
 from twisted.web.client import HTTPConnectionPool
 
 from qeetgw.server import GatewaySite
+from qeetgw.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 
 log = Logger()
 
@@ -41,7 +43,11 @@ class GatewayService(Service):
         (SHUTDOWN_DELAY_MS), before listening stops.
     @param workers: parts with background work of their own (the token
         verifier's JWKS fetches, the Redis store's connection), started and
-        stopped with the service through their C{start} and C{stop}.
+        stopped with the service through their C{start} and C{stop}; one
+        with a C{listen_at_once} (the metrics listener) binds its port with
+        the gateway's.
+    @param daemon: whether twistd runs as a daemon, which changes how a
+        failure to listen ends the process (L{qeetgw.startup}).
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class GatewayService(Service):
         reactor: Any = None,
         workers: Sequence[Any] = (),
         delay: float = 0.0,
+        daemon: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -72,7 +79,7 @@ class GatewayService(Service):
         self._workers = tuple(workers)
         self._delay = delay
         self.port: Optional[IListeningPort] = None
-        self._listen_started = False
+        self._daemon = daemon
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -85,21 +92,22 @@ class GatewayService(Service):
 
     def privilegedStartService(self) -> None:
         """
-        Listen now: twistd calls this before it sheds privileges (so a port
-        below 1024 works with --uid), and before the reactor runs.
-
-        A gateway that cannot listen must not look alive.  When listening
-        fails at once (as it does for every endpoint type the gateway
-        documents: tcp, ssl, unix, systemd), the process ends here with
-        status 1, after one critical line and no traceback, so systemd,
-        Kubernetes and a person at a terminal all see the failure.
+        Bind the gateway's port, and the metrics port of a part that has
+        one, now: twistd calls this before it sheds privileges (so a port
+        below 1024 works with --uid) and before the reactor runs, the one
+        moment a failure can still end the process with status 1 (see
+        L{qeetgw.startup}).
         """
         super().privilegedStartService()
-        self._listen()
-        if self.listening.called and self.port is None:
-            # The process ends: nobody else will wait on this failure.
-            self.listening.addErrback(lambda _: None)
-            raise SystemExit(1)
+        try:
+            port = listen_at_once(self._endpoint, self.site, self._description)
+            for worker in self._workers:
+                bind = getattr(worker, "listen_at_once", None)
+                if bind is not None:
+                    bind()
+        except CannotListen as error:
+            fail_start_up(error, self._daemon)
+        self._listened(port)
 
     def startService(self) -> None:
         """
@@ -109,40 +117,33 @@ class GatewayService(Service):
         super().startService()
         for worker in self._workers:
             worker.start()
-        if not self._listen_started:
-            self._listen()
+        if self.port is None and not self.listening.called:
+            self._endpoint.listen(self.site).addCallbacks(self._listened, self._cannot_listen)
 
-    def _listen(self) -> None:
+    def _listened(self, port: IListeningPort) -> IListeningPort:
         """
-        Listen on the endpoint; fire L{listening}.  A failure that comes
-        later, once the reactor runs, stops the reactor.
+        Listening on C{port}: say where, and fire L{listening}.
         """
-        self._listen_started = True
-        listening = self._endpoint.listen(self.site)
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "qeetgw listening on {host}:{port}",
+            host=getattr(address, "host", None),
+            port=getattr(address, "port", None),
+            endpoint=self._description,
+        )
+        self.listening.callback(port)
+        return port
 
-        def listened(port: IListeningPort) -> IListeningPort:
-            self.port = port
-            address = port.getHost()
-            log.info(
-                "qeetgw listening on {host}:{port}",
-                host=getattr(address, "host", None),
-                port=getattr(address, "port", None),
-                endpoint=self._description,
-            )
-            self.listening.callback(port)
-            return port
-
-        def failed(reason: Any) -> None:
-            log.critical(
-                "cannot listen on {endpoint}: {error}",
-                endpoint=self._description,
-                error=reason.getErrorMessage(),
-            )
-            self.listening.errback(reason)
-            if self._reactor.running:
-                self._reactor.stop()
-
-        listening.addCallbacks(listened, failed)
+    def _cannot_listen(self, reason: Failure) -> None:
+        """
+        Listening failed once the service was started outside twistd's
+        start-up: say so, fail L{listening}, and stop the reactor.
+        """
+        log_cannot_listen(CannotListen("on", self._description, reason.getErrorMessage()))
+        self.listening.errback(reason)
+        if self._reactor.running:
+            self._reactor.stop()
 
     @inlineCallbacks
     def stopService(self) -> Any:  # type: ignore[override]

@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
 from qeetgw.metrics import MetricsListener
+from qeetgw.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
 
 log = Logger()
@@ -104,6 +105,8 @@ class Supervisor(Service):
     @param metrics_port: METRICS_PORT: serve the group's metrics there.
     @param metrics_parent: where to create the metric files' directory;
         the temporary directory (C{TMPDIR}, else C{/tmp}) when L{None}.
+    @param daemon: whether twistd runs as a daemon, which changes how a
+        failure to listen ends the process (L{qeetgw.startup}).
     @ivar metrics: the group's metrics once started, with METRICS_PORT.
     """
 
@@ -117,6 +120,7 @@ class Supervisor(Service):
         observer: Optional[ILogObserver] = None,
         metrics_port: Optional[str] = None,
         metrics_parent: Optional[str] = None,
+        daemon: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -142,6 +146,9 @@ class Supervisor(Service):
         self._metrics_parent = metrics_parent
         self.metrics: Optional[GroupMetrics] = None
         self.metrics_listener: Optional[MetricsListener] = None
+        #: The port bound at start-up, before it is handed to the workers.
+        self._bound: Optional[IListeningPort] = None
+        self._daemon = daemon
         #: Fires with the listening port once listening.
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -151,21 +158,36 @@ class Supervisor(Service):
             parent.setComponent(ILogObserver, self._observer)
         super().setServiceParent(parent)
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind the gateway's port (and METRICS_PORT) now, before the reactor
+        runs, the one moment a failure can still end the process with
+        status 1 (see L{qeetgw.startup}).
+        """
+        super().privilegedStartService()
+        try:
+            self._bind()
+        except CannotListen as error:
+            fail_start_up(error, self._daemon)
+
     @inlineCallbacks
     def startService(self) -> Any:  # type: ignore[override]
         """
-        Open the socket, then start the workers.
+        Bind unless L{privilegedStartService} did (tests start the service
+        without it), then hand the port to the workers and start them.
         """
         super().startService()
-        try:
-            # Listen through the endpoint (interface, IPv6, an inherited
-            # systemd socket: as the description says), then stop accepting.
-            port = yield serverFromString(self.reactor, self._listen).listen(Factory.forProtocol(Protocol))
-        except Exception as error:
-            log.critical("cannot listen on {endpoint}: {error}", endpoint=self._listen, error=str(error))
-            self.listening.errback(error)
-            self.reactor.stop()
-            return
+        if self._bound is None:
+            try:
+                self._bind()
+            except CannotListen as error:
+                log_cannot_listen(error)
+                self.listening.errback(error)
+                if self.reactor.running:
+                    self.reactor.stop()
+                return
+        port = self._bound
+        assert port is not None
         port.stopReading()
         address = port.getHost()
         if self._listen.startswith("systemd:"):
@@ -175,8 +197,6 @@ class Supervisor(Service):
             yield port.stopListening()
             self._holder = _reserve(address.host, address.port)
         self._address = address
-        if self.metrics_port is not None:
-            self._start_metrics(self.metrics_port)
         log.info(
             "qeetgw listening on {host}:{port} with {workers} workers",
             host=address.host,
@@ -187,15 +207,36 @@ class Supervisor(Service):
             self._spawn(index)
         self.listening.callback(port)
 
+    def _bind(self) -> None:
+        """
+        Listen on the gateway's endpoint (interface, IPv6, an inherited
+        systemd socket: as the description says; it stops accepting at
+        once), and on METRICS_PORT with the workers' metrics directory.
+
+        @raise CannotListen: when a port cannot be bound.
+        """
+        endpoint = serverFromString(self.reactor, self._listen)
+        self._bound = listen_at_once(endpoint, Factory.forProtocol(Protocol), self._listen)
+        if self.metrics_port is not None:
+            self._start_metrics(self.metrics_port)
+
     def _start_metrics(self, description: str) -> None:
         """
         Create the workers' metric directory and serve the group's metrics
         on C{description}, before any worker starts (each is told the
         directory in its environment).
+
+        @raise CannotListen: when METRICS_PORT cannot be bound (the
+            directory is removed again).
         """
-        self.metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
-        self.metrics_listener = MetricsListener(description, self.metrics.registry, self.reactor)
-        self.metrics_listener.start()
+        metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
+        listener = MetricsListener(description, metrics.registry, self.reactor)
+        try:
+            listener.listen_at_once()
+        except CannotListen:
+            metrics.directory.remove()
+            raise
+        self.metrics, self.metrics_listener = metrics, listener
 
     def processes(self) -> Dict[str, int]:
         """

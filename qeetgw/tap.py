@@ -125,6 +125,10 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
 
     config = options.config
     assert config is not None, "postOptions builds the configuration"
+    # How a failure to listen ends the process depends on whether twistd
+    # runs as a daemon (qeetgw.startup); twistd's own options say.
+    parent = getattr(options, "parent", None)
+    daemon = parent is not None and not parent["nodaemon"]
     observer = (
         observer_for("json", flush_soon=reactor.callLater) if config.log_format == "json" else None
     )
@@ -139,6 +143,7 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
             # The one metrics port of the group: the supervisor serves the
             # workers' metrics, summed.
             metrics_port=config.metrics_port,
+            daemon=daemon,
         )
     # With METRICS_PORT the gateway's parts include the metrics listener,
     # started and stopped with the service (after the drain, so the drain
@@ -155,4 +160,5 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
         reactor=reactor,
         workers=gateway.workers,
         delay=config.shutdown_delay_ms / 1000,
+        daemon=daemon,
     )

@@ -35,12 +35,13 @@ from tests.memory import parse_response
 ENV = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": PROJECT_ROOT}
 
 
-def run_twistd(*arguments: str, env: Any = None) -> Deferred:
+def run_twistd(*arguments: str, env: Any = None, path: Any = None) -> Deferred:
     """
-    Run twistd to completion; fire with (stdout, stderr, exit code).
+    Run twistd to completion (in C{path}, else here); fire with (stdout,
+    stderr, exit code).
     """
     command = twistd_command(*arguments)
-    return getProcessOutputAndValue(command[0], command[1:], env={**ENV, **(env or {})})
+    return getProcessOutputAndValue(command[0], command[1:], env={**ENV, **(env or {})}, path=path)
 
 
 class PluginTests(TestCase):
@@ -92,31 +93,93 @@ class PluginTests(TestCase):
 
 class PortInUseTests(TestCase):
     """
-    A gateway that cannot listen exits non-zero at once: it must not stay up
+    A gateway that cannot listen exits 1 at once: it must not stay up
     serving nothing (before the fix it did, until killed).
     """
 
     timeout = 60
 
+    def taken_port(self) -> int:
+        """
+        A loopback port this test listens on for its whole length.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        return taken.getsockname()[1]
+
     @inlineCallbacks
-    def assert_exits_1(self, *options: str) -> Any:
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            out, err, code = yield run_twistd(
-                "--nodaemon", "--pidfile=", "qeetgw", "--port", f"tcp:{port}:interface=127.0.0.1",
-                *options,
-                env={"REQUIRE_AUTH": "false", "HEALTH_CHECK_INTERVAL_MS": "0"},
-            )
+    def assert_exits_1(
+        self, *arguments: str, metrics_port: str = "", what: str = "on", tmpdir: str = ""
+    ) -> Any:
+        env = {"REQUIRE_AUTH": "false", "HEALTH_CHECK_INTERVAL_MS": "0"}
+        if metrics_port:
+            env["METRICS_PORT"] = metrics_port
+        if tmpdir:
+            env["TMPDIR"] = tmpdir
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        out, err, code = yield run_twistd(*arguments, env=env, path=workdir)
         text = (out + err).decode()
         self.assertEqual(code, 1, text)
         self.assertNotIn("Traceback", text)
         [line] = [line for line in text.splitlines() if "cannot listen" in line]
+        self.assertIn(f"cannot listen {what} tcp:", line)
         self.assertIn("Address already in use", line)
+        return workdir
+
+    def gateway_on(self, port: int, *options: str) -> List[str]:
+        return ["--nodaemon", "--pidfile=", "qeetgw", "--port", f"tcp:{port}:interface=127.0.0.1", *options]
 
     def test_one_process(self) -> Any:
-        return self.assert_exits_1()
+        return self.assert_exits_1(*self.gateway_on(self.taken_port()))
+
+    def test_workers(self) -> Any:
+        return self.assert_exits_1(*self.gateway_on(self.taken_port(), "--workers", "2"))
+
+    def test_metrics_port_in_use(self) -> Any:
+        metrics = f"tcp:{self.taken_port()}:interface=127.0.0.1"
+        return self.assert_exits_1(*self.gateway_on(0), metrics_port=metrics, what="for metrics on")
+
+    @inlineCallbacks
+    def test_metrics_port_in_use_with_workers_leaves_no_directory(self) -> Any:
+        metrics = f"tcp:{self.taken_port()}:interface=127.0.0.1"
+        parent = os.path.abspath(self.mktemp())
+        os.makedirs(parent)
+        yield self.assert_exits_1(
+            *self.gateway_on(0, "--workers", "2"), metrics_port=metrics, what="for metrics on",
+            tmpdir=parent,
+        )
+        self.assertEqual(os.listdir(parent), [])
+
+    @inlineCallbacks
+    def test_as_a_daemon(self) -> Any:
+        """
+        Without -n, twistd's parent waits for its daemon to report: it
+        reports the failure, the parent exits 1, and the pid file goes.
+        """
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        pidfile = os.path.join(workdir, "twistd.pid")
+        port = self.taken_port()
+
+        def kill_a_stray_daemon() -> None:
+            # Only if the behaviour under test is broken: a daemon that
+            # stayed up.  Stopped by the pid it wrote.
+            if os.path.exists(pidfile):
+                with open(pidfile) as opened:
+                    os.kill(int(opened.read().strip()), 9)
+
+        self.addCleanup(kill_a_stray_daemon)
+        out, err, code = yield run_twistd(
+            "--pidfile", pidfile, "--logfile", os.path.join(workdir, "twistd.log"),
+            "qeetgw", "--port", f"tcp:{port}:interface=127.0.0.1",
+            env={"REQUIRE_AUTH": "false", "HEALTH_CHECK_INTERVAL_MS": "0"}, path=workdir,
+        )
+        self.assertEqual(code, 1, out + err)
+        self.assertIn(b"cannot listen on tcp:", err)
+        self.assertFalse(os.path.exists(pidfile))
 
 
 class ServingProcessTests(TestCase):
