@@ -457,8 +457,9 @@ class _Exchange:
         outgoing.setRawHeaders(b"x-correlation-id", [correlation_id(request).encode("ascii")])
         finished: Deferred[None] = Deferred()
         self.streaming = _StreamToClient(request, finished, self.metrics)
-        # A retry's try ends with its body, however that ends.
-        finished.addBoth(self._release_retry_passing)
+        if self.holds_retry:
+            # A retry's try ends with its body, however that ends.
+            finished.addBoth(self._release_retry_passing)
         response.deliverBody(self.streaming)
         if instance is not None:
             upstream = self.upstream
