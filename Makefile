@@ -31,7 +31,7 @@ run: $(STAMP)
 
 # The echo upstream on the six default service ports, for trying the gateway.
 echo: $(STAMP)
-	exec $(BIN)/python -m qeetgw.echo
+	exec $(BIN)/python -m qeetgw_dev.echo
 
 test: $(STAMP)
 	$(BIN)/trial --jobs=2 $(TRIAL_ARGS)

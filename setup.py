@@ -39,7 +39,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "qeetgw-echo = qeetgw.echo:main",
+            "qeetgw-echo = qeetgw_dev.echo:main",
         ],
     },
 )

@@ -28,12 +28,12 @@ import atexit
 import base64
 import ctypes
 import datetime
+import grp
 import hashlib
 import hmac
 import http.client
 import json
 import os
-import grp
 import platform
 import pwd
 import re
@@ -702,7 +702,7 @@ class Bench:
         self.echo_port = free_port()
         self.echo = PROCESSES.start(
             "echo",
-            [self.python, "-m", "qeetgw.echo", "--host", "127.0.0.1", "--ports", str(self.echo_port), "--quiet"],
+            [self.python, "-m", "qeetgw_dev.echo", "--host", "127.0.0.1", "--ports", str(self.echo_port), "--quiet"],
             self.base_env(),
             self.tmp,
             self.logs / "echo.log",

@@ -24,9 +24,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from qeetgw.config import Config
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
-from qeetgw.health import HealthReport, HealthSource, iso_timestamp
 from qeetgw.ratelimit.store import StoreState
 from qeetgw.readiness import Readiness
+from qeetgw.upstream.health import HealthReport, HealthSource, iso_timestamp
 
 _log = Logger()
 
@@ -124,8 +124,8 @@ class GatewayApp:
         @param config: the configuration; C{/info} lists its services.
         @param health: reports the upstreams' health for
             C{/health/services}: from the background checks
-            (L{qeetgw.activehealth.ActiveHealthChecker}), or by probing
-            on demand (L{qeetgw.health.HealthChecker}).
+            (L{qeetgw.upstream.activehealth.ActiveHealthChecker}), or by probing
+            on demand (L{qeetgw.upstream.health.HealthChecker}).
         @param clock: the source of every C{timestamp}.
         @param version: the gateway's version, for C{/info}.
         @param rate_limit_state: the rate-limit store's state, reported by

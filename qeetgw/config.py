@@ -498,7 +498,7 @@ class Config:
     client_linger_max_bytes: int = 64 * 1024 * 1024
     #: SERVICE_DISCOVERY: C{"static"} (the configured URLs are the
     #: instances) or C{"dns"} (each address a host name resolves to is one,
-    #: re-resolved every DNS_REFRESH_MS; see L{qeetgw.discovery}).
+    #: re-resolved every DNS_REFRESH_MS; see L{qeetgw.upstream.discovery}).
     service_discovery: Literal["static", "dns"] = "static"
     #: DNS_REFRESH_MS: how often dns discovery re-resolves the host names.
     dns_refresh_ms: int = 5000

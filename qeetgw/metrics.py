@@ -53,7 +53,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from qeetgw.metricfiles import MetricFiles
-from qeetgw.startup import CannotListen, listen_at_once, log_cannot_listen
+from qeetgw.process.startup import CannotListen, listen_at_once, log_cannot_listen
 
 log = Logger()
 
@@ -172,7 +172,7 @@ class _Connections:
 def instance_states(upstreams: Any) -> Iterable[Tuple[str, str, int]]:
     """
     C{(service, state, count)} for every service of C{upstreams} (the
-    L{qeetgw.upstreams.ServiceUpstream}s by name) and every state in
+    L{qeetgw.upstream.services.ServiceUpstream}s by name) and every state in
     L{INSTANCE_STATES}, zeros included.
     """
     for name, upstream in upstreams.items():
@@ -387,7 +387,7 @@ class Metrics:
     def watch_instances(self, upstreams: Any, clock: IReactorTime) -> Optional[InstanceGauge]:
         """
         Report how many instances of each service are healthy, unhealthy or
-        ejected (C{upstreams}: the services' L{qeetgw.upstreams.ServiceUpstream}s
+        ejected (C{upstreams}: the services' L{qeetgw.upstream.services.ServiceUpstream}s
         by name).
 
         @return: in one process L{None} (the states are read at scrape
@@ -487,7 +487,7 @@ def metrics_site(registry: CollectorRegistry) -> Site:
 class MetricsListener:
     """
     Serves the metrics on their own endpoint; a part started and stopped
-    with the gateway service (L{qeetgw.service.GatewayService}'s
+    with the gateway service (L{qeetgw.process.service.GatewayService}'s
     C{workers}).
 
     @param description: METRICS_PORT, a Twisted endpoint description.
@@ -508,7 +508,7 @@ class MetricsListener:
         """
         Bind the metrics port now, at start-up (before the reactor runs).
 
-        @raise qeetgw.startup.CannotListen: when it cannot be bound: an
+        @raise qeetgw.process.startup.CannotListen: when it cannot be bound: an
             operator who asked for metrics must not get a gateway that
             silently has none (start-up then ends).
         """

@@ -45,15 +45,19 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.protocols.basic import LineReceiver
-from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.python.failure import Failure
 
 # Private names of twisted.web, used to judge chunk-size lines as they are
 # read (see _LimitedChunkedDecoder): the chunked decoder HTTPChannel makes
 # for a chunked body, and the error its dataReceived raises for a malformed
 # body (HTTPChannel.rawDataReceived answers that error with a bare 400).
-from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
+from twisted.web.http import (
+    HTTPChannel,
+    _ChunkedTransferDecoder,
+    _MalformedChunkedDataError,
+    datetimeToString,
+)
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import alsoProvides
@@ -74,11 +78,11 @@ from qeetgw.clientlimits import (
     log_linger_ended,
     log_refusal,
 )
-from qeetgw.logging import access_event
-from qeetgw.readiness import Readiness
 from qeetgw.config import TrustProxy
 from qeetgw.correlation import correlation_id, make_id
 from qeetgw.errors import GatewayError, render_error
+from qeetgw.logging import access_event
+from qeetgw.readiness import Readiness
 
 log = Logger()
 

@@ -25,17 +25,13 @@ from twisted.internet.interfaces import IHostnameResolver, IReactorTime
 from twisted.logger import Logger
 
 from qeetgw import __version__
-from qeetgw.activehealth import ActiveHealthChecker
 from qeetgw.app import GatewayApp
-from qeetgw.auth import TokenVerifier
-from qeetgw.authguard import JWTGuard
-from qeetgw.client import Upstreams, make_upstreams
+from qeetgw.auth.guard import JWTGuard
+from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import Config
 from qeetgw.cors import CORS, CORSPolicy
-from qeetgw.discovery import DNSDiscovery
 from qeetgw.headers import SecurityHeaders
-from qeetgw.health import HealthChecker, HealthSource
 from qeetgw.metrics import (
     ABORTED,
     GATEWAY,
@@ -46,15 +42,19 @@ from qeetgw.metrics import (
     status_class,
 )
 from qeetgw.paths import BadTarget, target_of
-from qeetgw.proxy import ReverseProxyResource
-from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
+from qeetgw.ratelimit.guard import RateLimiter, RateLimitGuard
 from qeetgw.ratelimit.memory import MemoryStore
 from qeetgw.ratelimit.store import Budget, IRateLimitStore
 from qeetgw.readiness import Readiness
 from qeetgw.root import GatewayRoot
-from qeetgw.routes import RouteTable
-from qeetgw.server import GatewaySite, GatewayRequest
-from qeetgw.upstreams import service_upstreams
+from qeetgw.server import GatewayRequest, GatewaySite
+from qeetgw.upstream.activehealth import ActiveHealthChecker
+from qeetgw.upstream.discovery import DNSDiscovery
+from qeetgw.upstream.health import HealthChecker, HealthSource
+from qeetgw.upstream.pool import UpstreamPool, make_pool
+from qeetgw.upstream.proxy import ReverseProxyResource
+from qeetgw.upstream.routes import RouteTable
+from qeetgw.upstream.services import service_upstreams
 
 log = Logger()
 
@@ -67,7 +67,7 @@ class Gateway:
     """
 
     site: GatewaySite
-    upstreams: Upstreams
+    upstreams: UpstreamPool
     verifier: TokenVerifier
     store: IRateLimitStore
     readiness: Readiness
@@ -246,7 +246,7 @@ def startup_warnings(config: Config) -> List[str]:
 def build_site(
     config: Config,
     reactor: Any,
-    upstreams: Optional[Upstreams] = None,
+    upstreams: Optional[UpstreamPool] = None,
     clock: Optional[IReactorTime] = None,
     metrics: Optional[Metrics] = None,
     resolver: Optional[IHostnameResolver] = None,
@@ -270,7 +270,7 @@ def build_site(
     if metrics is None and config.metrics_port is not None:
         metrics = Metrics()
     if upstreams is None:
-        upstreams = make_upstreams(config, reactor)
+        upstreams = make_pool(config, reactor)
     # Health probes and JWKS fetches go through treq on the forwarding
     # agent: the same pool and the same TLS verification as proxied requests.
     probe_client = HTTPClient(upstreams.agent)

@@ -15,9 +15,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from qeetgw.config import load_config
-from qeetgw.client import Upstreams
 from qeetgw.site import Gateway, build_site
-
+from qeetgw.upstream.pool import UpstreamPool
 from tests.memory import Connection, RawResponse, RecordingUpstream
 
 #: A 32-byte HMAC key, and JWT_SECRET as the auth-service is given it.
@@ -70,7 +69,7 @@ class MemoryGateway:
             **(env or {}),
         }
         self.config = load_config(settings)
-        upstreams = Upstreams(
+        upstreams = UpstreamPool(
             pool=HTTPConnectionPool(self.clock),
             agent=self.agent,
             tls_policy=BrowserLikePolicyForHTTPS(),

@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.activehealth}: background health checks on a fake clock,
+Tests for L{qeetgw.upstream.activehealth}: background health checks on a fake clock,
 first against in-memory upstreams through treq's L{StubTreq}, then through
 the whole gateway in memory (L{tests.gateway.MemoryGateway}).
 """
@@ -16,11 +16,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from qeetgw.activehealth import ActiveHealthChecker
 from qeetgw.config import load_config
-from qeetgw.health import HealthChecker
-from qeetgw.upstreams import ServiceUpstream, service_upstreams
-
+from qeetgw.upstream.activehealth import ActiveHealthChecker
+from qeetgw.upstream.health import HealthChecker
+from qeetgw.upstream.services import ServiceUpstream, service_upstreams
 from tests.gateway import NOW, MemoryGateway
 from tests.memory import get
 

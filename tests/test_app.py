@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from qeetgw.app import GatewayApp
 from qeetgw.config import Config, ServiceConfig
 from qeetgw.errors import GatewayError
-from qeetgw.health import HealthChecker, HealthReport, ServiceHealth
+from qeetgw.upstream.health import HealthChecker, HealthReport, ServiceHealth
 
 #: 2026-11-27T05:08:05.123Z
 NOW = 1795756085.123

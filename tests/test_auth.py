@@ -29,20 +29,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from qeetgw import auth
-from qeetgw.auth import (
-    JWKS_MAX_AGE_S,
-    ClaimPolicy,
-    HMACKeySource,
-    Identity,
-    TokenCache,
-    TokenRejected,
-    TokenVerifier,
-    algorithm_for_key,
-    check_claims,
-    derive_hmac_key,
-)
-from qeetgw.config import Config, load_config
+from qeetgw.auth import jwks
+from qeetgw.auth import verifier as verifier_module
+from qeetgw.auth.claims import ClaimPolicy, Identity, TokenRejected, algorithm_for_key, check_claims
+from qeetgw.auth.jwks import JWKS_MAX_AGE_S
+from qeetgw.auth.keys import HMACKeySource
+from qeetgw.auth.verifier import TokenCache, TokenVerifier
+from qeetgw.config import Config, derive_hmac_key, load_config
 
 #: The clock's time when each test starts: a plausible epoch second.
 NOW = 1_800_000_000.0
@@ -630,7 +623,7 @@ class CacheTests(VerifierTestCase):
 
     def test_second_verify_does_not_call_pyjwt(self) -> None:
         spy = SpyPyJWT()
-        self.patch(auth, "_PYJWT", spy)
+        self.patch(verifier_module, "_PYJWT", spy)
         verifier = self.verifier()
         token = hs_token()
         first = self.accepted(verifier, token)
@@ -1038,7 +1031,7 @@ class JWKSTests(VerifierTestCase):
         self.assertEqual(event["error"], "timeout after 5000 ms")
 
     def test_body_size_is_bounded(self) -> None:
-        self.server.body = b'{"keys": [], "pad": "' + b"x" * (auth.JWKS_MAX_BYTES + 1) + b'"}'
+        self.server.body = b'{"keys": [], "pad": "' + b"x" * (jwks.JWKS_MAX_BYTES + 1) + b'"}'
         verifier = self.jwks_verifier()
         self.assertEqual(self.rejected(verifier, signed(RSA_A, "RS256", "A")), "keys unavailable")
 

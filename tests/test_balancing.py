@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.balancing}: balancing, outlier ejection, active health
+Tests for L{qeetgw.upstream.balancing}: balancing, outlier ejection, active health
 state and the retry rules, on a fake clock with injected randomness.
 """
 
@@ -12,7 +12,7 @@ from typing import Callable, Iterable, List, Optional, Tuple
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from qeetgw.balancing import (
+from qeetgw.upstream.balancing import (
     BalancingSettings,
     Instance,
     InstanceSet,

@@ -16,9 +16,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from qeetgw.clientlimits import ClientLimits, RequestHead, error_response, bad_request
+from qeetgw.clientlimits import ClientLimits, RequestHead, bad_request, error_response
 from qeetgw.server import GatewaySite
-
 from tests.memory import Connection, get, parse_response, with_body
 
 LIMITS = ClientLimits(

@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.discovery}: SERVICE_DISCOVERY=dns with a fake resolver
+Tests for L{qeetgw.upstream.discovery}: SERVICE_DISCOVERY=dns with a fake resolver
 whose answers change between rounds, on a fake clock.
 """
 
@@ -14,10 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from qeetgw.balancing import Outcome
 from qeetgw.config import load_config
-from qeetgw.discovery import DNSDiscovery, instance_url
-from qeetgw.upstreams import service_upstreams
+from qeetgw.upstream.balancing import Outcome
+from qeetgw.upstream.discovery import DNSDiscovery, instance_url
+from qeetgw.upstream.services import service_upstreams
 
 from .gateway import MemoryGateway
 

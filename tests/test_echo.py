@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.echo}: the echo site in memory, plus one request over a
+Tests for L{qeetgw_dev.echo}: the echo site in memory, plus one request over a
 real loopback socket.
 """
 
@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from qeetgw.echo import (
+from qeetgw_dev.echo import (
     DEFAULT_SERVICES,
     echo_site,
     listen,

@@ -1,14 +1,14 @@
 """
-Tests for L{qeetgw.forwarding}: which headers go upstream and come back.
+Tests for L{qeetgw.upstream.forwarding}: which headers go upstream and come back.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from qeetgw.forwarding import (
+from qeetgw.upstream.forwarding import (
     client_response_headers,
-    merge_vary,
     connection_named,
+    merge_vary,
     upstream_request_headers,
 )
 

@@ -18,9 +18,8 @@ from twisted.web.server import NOT_DONE_YET
 from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics, WorkerProcesses
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory, MetricFiles
 from qeetgw.metrics import Metrics
-from qeetgw.supervisor import Supervisor, _Worker
-from qeetgw.worker import worker_metrics
-
+from qeetgw.process.supervisor import Supervisor
+from qeetgw.process.worker import worker_metrics
 from tests.gateway import MemoryGateway, token
 from tests.memory import Connection, get
 

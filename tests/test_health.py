@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.health}: probes against fake upstream resources driven
+Tests for L{qeetgw.upstream.health}: probes against fake upstream resources driven
 in memory, timeouts on a fake clock.
 """
 
@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.config import ServiceConfig
-from qeetgw.health import (
+from qeetgw.upstream.health import (
     HealthChecker,
     HealthReport,
     InstanceHealth,

@@ -20,7 +20,6 @@ from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import load_config
 from qeetgw.root import GatewayRoot
 from qeetgw.server import GatewayChannel, GatewaySite
-
 from tests.memory import HOST, PEER, get, parse_response, with_body
 from tests.test_clientlimits import Recording
 

@@ -11,7 +11,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from qeetgw.logging import JSONLinesObserver, event_as_json, observer_for
-
 from tests.memory import get
 
 

@@ -18,13 +18,12 @@ from twisted.trial.unittest import TestCase
 from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from qeetgw.auth import TokenVerifier
-from qeetgw.client import Upstreams
+from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.metrics import Metrics, auth_reason_label, status_class
-from qeetgw.proxy import UpstreamTimeout, upstream_error_kind
-from qeetgw.site import MeteredSite, build_site
 from qeetgw.server import GatewaySite
-
+from qeetgw.site import MeteredSite, build_site
+from qeetgw.upstream.pool import UpstreamPool
+from qeetgw.upstream.proxy import UpstreamTimeout, upstream_error_kind
 from tests.gateway import MemoryGateway, token
 from tests.memory import Connection, RefusingAgent, get
 
@@ -182,7 +181,7 @@ class UpstreamErrorTests(TestCase):
     def gateway(self, agent: Any) -> Any:
         memory = MemoryGateway({"REQUIRE_AUTH": "false"})
         metrics = Metrics(process=False)
-        upstreams = Upstreams(
+        upstreams = UpstreamPool(
             pool=HTTPConnectionPool(memory.clock), agent=agent, tls_policy=BrowserLikePolicyForHTTPS()
         )
         gateway = build_site(memory.config, memory.clock, upstreams=upstreams, clock=memory.clock, metrics=metrics)
@@ -252,7 +251,13 @@ class JWKSFetchTests(TestCase):
 
     def test_outcomes(self) -> None:
         from tests.test_auth import (
-            EC_C, JWKS_URL, JWKSResource, RefusingClient, jwk, make_clock, make_config,
+            EC_C,
+            JWKS_URL,
+            JWKSResource,
+            RefusingClient,
+            jwk,
+            make_clock,
+            make_config,
         )
 
         config = make_config(JWT_JWKS_URL=JWKS_URL, JWT_ALGORITHMS="HS256,ES256")
@@ -281,8 +286,8 @@ class WorkersTests(TestCase):
     """
 
     def test_supervisor_serves(self) -> None:
-        from qeetgw.supervisor import Supervisor
-        from qeetgw.tap import Options, makeService
+        from qeetgw.process.supervisor import Supervisor
+        from qeetgw.process.tap import Options, makeService
 
         options = Options(
             environ={"REQUIRE_AUTH": "false", "METRICS_PORT": "tcp:9464", "WORKERS": "2"},
@@ -294,7 +299,7 @@ class WorkersTests(TestCase):
         self.assertEqual(service.metrics_port, "tcp:9464")
 
     def test_one_worker(self) -> None:
-        from qeetgw.tap import Options
+        from qeetgw.process.tap import Options
 
         options = Options(
             environ={"REQUIRE_AUTH": "false", "METRICS_PORT": "tcp:9464"},

@@ -3,9 +3,9 @@ Tests for L{qeetgw.paths}: the one reading of a request target.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from qeetgw.paths import BadTarget, RequestTarget, parse_target, target_of
-from twisted.web.test.requesthelper import DummyRequest
 
 
 class ParseTargetTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.proxy} and L{qeetgw.server}, in memory: raw HTTP bytes in
+Tests for L{qeetgw.upstream.proxy} and L{qeetgw.server}, in memory: raw HTTP bytes in
 from a client, an in-memory upstream behind L{RequestTraversalAgent}, a fake
 clock for timeouts.
 """
@@ -19,11 +19,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.errors import GatewayError, render_error
-from qeetgw.proxy import ReverseProxyResource
 from qeetgw.root import GatewayRoot
-from qeetgw.routes import RouteTable
 from qeetgw.server import GatewaySite
-
+from qeetgw.upstream.proxy import ReverseProxyResource
+from qeetgw.upstream.routes import RouteTable
 from tests.memory import (
     SERVICES,
     Connection,

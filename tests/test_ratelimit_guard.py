@@ -13,9 +13,8 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
-from qeetgw.ratelimit.guard import RateLimitGuard, RateLimiter
+from qeetgw.ratelimit.guard import RateLimiter, RateLimitGuard
 from qeetgw.ratelimit.store import Budget, IRateLimitStore, StoreState, StoreUnavailable
-
 from tests.gateway import MemoryGateway, token
 from tests.memory import get
 

@@ -17,7 +17,14 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    gatherResults,
+    inlineCallbacks,
+    succeed,
+)
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -29,8 +36,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from qeetgw.ratelimit import redis as redis_module
 from qeetgw.config import RedisURL, parse_redis_url
+from qeetgw.ratelimit import redis as redis_module
 from qeetgw.ratelimit.redis import (
     FIXED_WINDOW,
     SLIDING_WINDOW,
@@ -40,7 +47,6 @@ from qeetgw.ratelimit.redis import (
 )
 from qeetgw.ratelimit.resp import RedisProtocol, ReplyParser
 from qeetgw.ratelimit.store import Budget, Count, IRateLimitStore, StoreUnavailable
-
 from tests.e2e.redisserver import RedisServer, connect, delete_keys, free_port
 
 SHARED_REDIS_PORT = 6379

@@ -1,11 +1,11 @@
 """
-Tests for L{qeetgw.routes}: the route table and the path rewrite.
+Tests for L{qeetgw.upstream.routes}: the route table and the path rewrite.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from qeetgw.config import ServiceConfig
-from qeetgw.routes import Route, RouteTable
+from qeetgw.upstream.routes import Route, RouteTable
 
 
 def service(name: str, prefix: str, upstream: str, url: str) -> ServiceConfig:

@@ -11,7 +11,6 @@ from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
 from qeetgw.cors import EXPOSED_HEADERS
-
 from tests.gateway import MemoryGateway, token
 from tests.memory import get, with_body
 from tests.test_headers import EXPECTED as HELMET

@@ -11,7 +11,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from qeetgw.config import load_config
 from qeetgw.site import cors_policy, startup_warnings
-
 from tests.gateway import SECRET, MemoryGateway, token
 from tests.memory import get
 

@@ -1,5 +1,5 @@
 """
-Tests for L{qeetgw.tap.Options}: the C{twistd qeetgw} command line.
+Tests for L{qeetgw.process.tap.Options}: the C{twistd qeetgw} command line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import qeetgw.config
 from qeetgw.config import VARIABLES
-from qeetgw.tap import Options
+from qeetgw.process.tap import Options
 
 #: An environment without JWT enforcement, so no secret is needed.
 NO_AUTH: Mapping[str, str] = {"REQUIRE_AUTH": "false"}
@@ -231,7 +231,7 @@ class TwistdTests(SynchronousTestCase):
             f.write(textwrap.dedent("""\
                 from twisted.application.service import ServiceMaker
                 probe = ServiceMaker(
-                    "qeetgw options probe", "qeetgw.tap", "test only", "qeetgw-options-probe"
+                    "qeetgw options probe", "qeetgw.process.tap", "test only", "qeetgw-options-probe"
                 )
             """))
         environ = {

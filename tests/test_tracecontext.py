@@ -17,7 +17,6 @@ from qeetgw.tracecontext import (
     new_trace_id,
     parse_traceparent,
 )
-
 from tests.gateway import MemoryGateway
 from tests.memory import get
 

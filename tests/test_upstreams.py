@@ -55,7 +55,7 @@ def down_agent(made: MemoryGateway, *hosts: bytes) -> HostsDown:
     """
     Put C{hosts} down behind C{made}'s proxy.
     """
-    from qeetgw.proxy import ReverseProxyResource
+    from qeetgw.upstream.proxy import ReverseProxyResource
 
     proxy = _find(made.gateway.site.resource, ReverseProxyResource)
     wrapper = HostsDown(proxy._agent, list(hosts))
@@ -304,7 +304,6 @@ class InstanceMetricsTests(SynchronousTestCase):
         from prometheus_client.parser import text_string_to_metric_families
 
         from qeetgw.metrics import Metrics
-
         from qeetgw.site import build_site
 
         made = gateway(OUTLIER_CONSECUTIVE_FAILURES="1")

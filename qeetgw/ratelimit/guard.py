@@ -19,13 +19,19 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from qeetgw.authguard import Verifier, bearer_token
+from qeetgw.auth import Verifier, bearer_token
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
 from qeetgw.paths import target_of
 from qeetgw.ratelimit.store import Algorithm, Budget, Count, IRateLimitStore, StoreUnavailable
-from qeetgw.ratelimit.windows import Decision, HeaderStyle, decide_fixed, decide_sliding, rate_limit_headers
+from qeetgw.ratelimit.windows import (
+    Decision,
+    HeaderStyle,
+    decide_fixed,
+    decide_sliding,
+    rate_limit_headers,
+)
 from qeetgw.wrapping import Wrapper, render_when
 
 if TYPE_CHECKING:

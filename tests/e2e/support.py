@@ -23,9 +23,8 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from qeetgw.config import load_config
-from qeetgw.service import GatewayService
+from qeetgw.process.service import GatewayService
 from qeetgw.site import build_site
-
 from tests.memory import parse_response
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -169,7 +169,7 @@ class SocketActivationTests(TestCase):
         announced = yield process.port
         self.assertEqual(announced, port)
         for _ in range(50):
-            if len([e for e in process.events() if e.get("namespace") == "qeetgw.worker"]) == 2:
+            if len([e for e in process.events() if e.get("namespace") == "qeetgw.process.worker"]) == 2:
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         for _ in range(5):

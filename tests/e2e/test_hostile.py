@@ -19,7 +19,6 @@ from twisted.trial.unittest import TestCase
 
 from qeetgw.clientlimits import ClientLimits
 from qeetgw.config import load_config
-
 from tests.e2e.support import exchange, gateway_environment, listen_upstream, start_gateway
 from tests.e2e.upstreams import ScriptedUpstream
 from tests.memory import parse_response

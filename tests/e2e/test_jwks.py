@@ -23,7 +23,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from qeetgw.auth import TokenRejected, TokenVerifier, make_jwks_client
+from qeetgw.auth.claims import TokenRejected
+from qeetgw.auth.jwks import make_jwks_client
+from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.config import load_config
 
 NOW = 1_800_000_000.0

@@ -302,7 +302,7 @@ class TLSOverLimitBodyTests(TestCase):
         from cryptography.hazmat.primitives import serialization
 
         from qeetgw.config import load_config
-        from qeetgw.service import GatewayService
+        from qeetgw.process.service import GatewayService
         from qeetgw.site import build_site
         from tests.e2e.support import closed_port_url, gateway_environment
         from tests.e2e.test_tls import make_ca_and_leaf

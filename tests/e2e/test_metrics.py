@@ -13,7 +13,6 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from qeetgw.metrics import MetricsListener
-
 from tests.e2e.support import (
     closed_port_url,
     fetch,

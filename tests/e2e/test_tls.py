@@ -129,7 +129,7 @@ class TLSTerminationTests(TestCase):
         from twisted.internet.ssl import Certificate, optionsForClientTLS
 
         from qeetgw.config import load_config
-        from qeetgw.service import GatewayService
+        from qeetgw.process.service import GatewayService
         from qeetgw.site import build_site
         from tests.e2e.support import RawClient, closed_port_url
         from tests.memory import parse_response

@@ -13,7 +13,15 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.support import GatewayProcess, exchange, fetch, gateway_environment, listen_upstream, request, spawn_gateway
+from tests.e2e.support import (
+    GatewayProcess,
+    exchange,
+    fetch,
+    gateway_environment,
+    listen_upstream,
+    request,
+    spawn_gateway,
+)
 from tests.e2e.upstreams import ScriptedUpstream
 from tests.memory import parse_response
 
@@ -24,7 +32,7 @@ def worker_pids(process: GatewayProcess) -> dict:
     """
     pids: dict = {}
     for event in process.events():
-        if event.get("namespace") == "qeetgw.supervisor" and "pid" in event and event.get("message", "").startswith("started worker"):
+        if event.get("namespace") == "qeetgw.process.supervisor" and "pid" in event and event.get("message", "").startswith("started worker"):
             pids[event["worker"]] = event["pid"]
     return pids
 
@@ -51,7 +59,7 @@ class WorkersTests(TestCase):
         port = yield process.port
         yield self.wait_for(lambda: len(worker_pids(process)) == 2)
         # Both workers are serving on the one port; every access event names its worker.
-        yield self.wait_for(lambda: len([e for e in process.events() if e.get("namespace") == "qeetgw.worker"]) == 2)
+        yield self.wait_for(lambda: len([e for e in process.events() if e.get("namespace") == "qeetgw.process.worker"]) == 2)
         for _ in range(20):
             response = yield fetch(port, request(b"GET", b"/health"))
             self.assertEqual(response.code, 200)

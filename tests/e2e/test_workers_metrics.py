@@ -17,7 +17,14 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
-from tests.e2e.support import GatewayProcess, fetch, gateway_environment, listen_upstream, request, spawn_gateway
+from tests.e2e.support import (
+    GatewayProcess,
+    fetch,
+    gateway_environment,
+    listen_upstream,
+    request,
+    spawn_gateway,
+)
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 
@@ -56,7 +63,7 @@ def worker_pids(process: GatewayProcess) -> Dict[int, int]:
     """
     The newest pid of each worker, from the supervisor's log events.
     """
-    return {event["worker"]: event["pid"] for event in events(process, "qeetgw.supervisor", "started worker")}
+    return {event["worker"]: event["pid"] for event in events(process, "qeetgw.process.supervisor", "started worker")}
 
 
 def is_worker(pid: int) -> bool:
@@ -65,7 +72,7 @@ def is_worker(pid: int) -> bool:
     """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"qeetgw.worker" in cmdline.read()
+            return b"qeetgw.process.worker" in cmdline.read()
     except OSError:
         return False
 
@@ -129,7 +136,7 @@ class WorkersMetricsTests(TestCase):
         [created] = events(process, "qeetgw.metricfiles", "metric files")
         directory = created["directory"]
         self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
-        yield self.wait_for(lambda: len(events(process, "qeetgw.worker", "worker")) == 2, "two workers serving")
+        yield self.wait_for(lambda: len(events(process, "qeetgw.process.worker", "worker")) == 2, "two workers serving")
 
         # Known traffic, on a new connection each, so both workers get some.
         yield self.send(port, b"/api/v1/users/1", 30)
@@ -159,7 +166,7 @@ class WorkersMetricsTests(TestCase):
         self.killed.add(pids[0])
         os.kill(pids[0], signal.SIGKILL)
         yield self.wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]), "worker 0 restarted")
-        yield self.wait_for(lambda: len(events(process, "qeetgw.worker", "worker")) == 3, "worker 0 serving")
+        yield self.wait_for(lambda: len(events(process, "qeetgw.process.worker", "worker")) == 3, "worker 0 serving")
         self.assertFalse(os.path.exists(f"{directory}/counter_{pids[0]}.db"))
 
         yield self.send(port, b"/api/v1/users/2", 20)

@@ -1,6 +1,6 @@
 """
 The twistd plugin: C{twistd -n qeetgw} runs the gateway.  All the work is in
-qeetgw.tap.  (The echo upstream for trying the gateway is not a plugin: it
+qeetgw.process.tap.  (The echo upstream for trying the gateway is not a plugin: it
 is C{make echo}, or the C{qeetgw-echo} console script.)
 """
 
@@ -8,7 +8,7 @@ from twisted.application.service import ServiceMaker
 
 qeetgw = ServiceMaker(
     "qeetgw",
-    "qeetgw.tap",
+    "qeetgw.process.tap",
     "The QeetMart API gateway.",
     "qeetgw",
 )

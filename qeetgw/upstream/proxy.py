@@ -33,15 +33,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from qeetgw.balancing import Outcome, backoff, is_retryable, outcome_of_status
 from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
-from qeetgw.forwarding import client_response_headers, merge_vary, upstream_request_headers
 from qeetgw.paths import BadTarget, target_of
-from qeetgw.routes import Route, RouteTable
 from qeetgw.tracecontext import trace_of
-from qeetgw.upstreams import ServiceUpstream
+from qeetgw.upstream.balancing import Outcome, backoff, is_retryable, outcome_of_status
+from qeetgw.upstream.forwarding import client_response_headers, merge_vary, upstream_request_headers
+from qeetgw.upstream.routes import Route, RouteTable
+from qeetgw.upstream.services import ServiceUpstream
 
 if TYPE_CHECKING:
     from qeetgw.metrics import Metrics, ServiceMetrics
@@ -319,7 +319,7 @@ class _Exchange:
     one answers or the retry rules say stop, then relays the answer.
 
     A try that failed is tried again on another instance, within RETRY_MAX
-    and the service's retry budget, only as L{qeetgw.balancing.is_retryable}
+    and the service's retry budget, only as L{qeetgw.upstream.balancing.is_retryable}
     allows (any method when the connection failed before a byte was sent;
     idempotent methods with a kept body also after a reset, a timeout or a
     502/503/504).  A service with a single instance is never tried twice:

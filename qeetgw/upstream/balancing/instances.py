@@ -12,8 +12,8 @@ from typing import Callable, Iterable, List, Literal, Optional, Sequence, Tuple
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from qeetgw.balancing.outcomes import Outcome
-from qeetgw.balancing.settings import BalancingSettings
+from qeetgw.upstream.balancing.outcomes import Outcome
+from qeetgw.upstream.balancing.settings import BalancingSettings
 
 #: A source of floats in [0, 1), like L{random.random}; injected so tests
 #: can say which instances least_request compares.
@@ -101,7 +101,7 @@ class InstanceSnapshot:
     @ivar ejections: times ejected, ever.
     @ivar in_flight: tries in flight.
     @ivar last_check: the clock's seconds at the last probe (the endpoint
-        writes it with L{qeetgw.health.iso_timestamp}), or L{None}.
+        writes it with L{qeetgw.upstream.health.iso_timestamp}), or L{None}.
     @ivar latency_ms: the last probe's latency, or L{None}.
     @ivar error: why the last probe failed, or L{None}.
     @ivar check_failures: failed probes in a row.

@@ -16,15 +16,15 @@ JWTGuard: the resource wrapper that asks for a valid token on /api/*.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Tuple
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from qeetgw.auth import Identity, TokenRejected
+from qeetgw.auth import Verifier, bearer_token
+from qeetgw.auth.claims import Identity, TokenRejected
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
 from qeetgw.paths import target_of
@@ -38,20 +38,6 @@ log = Logger()
 #: The identity headers the gateway sets for the services, and removes from
 #: what clients send.
 IDENTITY_HEADERS = (b"x-user-id", b"x-user-email", b"x-user-role")
-
-_BEARER = b"bearer "
-
-
-class Verifier(Protocol):
-    """
-    What the guard needs of a token verifier (L{qeetgw.auth.TokenVerifier}).
-    """
-
-    def verify(self, token: str) -> "Deferred[Identity]":
-        """
-        Fire with the token's identity, or fail with L{TokenRejected}.
-        """
-
 
 def public_path_segments(paths: Iterable[str]) -> Tuple[Tuple[bytes, ...], ...]:
     """
@@ -71,26 +57,6 @@ def is_public(segments: list, public: Tuple[Tuple[bytes, ...], ...]) -> bool:
     if len(segments) > 1 and segments[-1] == b"":
         segments = segments[:-1]
     return tuple(segments) in public
-
-
-def bearer_token(request: IRequest) -> Optional[str]:
-    """
-    The token of a C{Bearer} Authorization header (the scheme matched
-    case-insensitively), or L{None} for anything else.
-    """
-    values = request.requestHeaders.getRawHeaders(b"authorization")
-    if not values:
-        return None
-    value = values[0].strip()
-    if value[: len(_BEARER)].lower() != _BEARER:
-        return None
-    token = value[len(_BEARER):].strip()
-    if not token:
-        return None
-    try:
-        return token.decode("ascii")
-    except UnicodeDecodeError:
-        return None
 
 
 def _unauthorized(request: IRequest, message: str, challenge: bytes) -> bytes:

@@ -9,16 +9,16 @@ L{backoff}).  Plain objects on plain values and an injected clock: no
 sockets, no Deferreds, tested with a fake clock and injected randomness.
 """
 
-from qeetgw.balancing.instances import Instance, InstanceSet, InstanceSnapshot
-from qeetgw.balancing.outcomes import Outcome, outcome_of_status
-from qeetgw.balancing.retries import (
+from qeetgw.upstream.balancing.instances import Instance, InstanceSet, InstanceSnapshot
+from qeetgw.upstream.balancing.outcomes import Outcome, outcome_of_status
+from qeetgw.upstream.balancing.retries import (
     IDEMPOTENT_METHODS,
     RetryBudget,
     backoff,
     body_is_kept,
     is_retryable,
 )
-from qeetgw.balancing.settings import BalancingSettings
+from qeetgw.upstream.balancing.settings import BalancingSettings
 
 __all__ = [
     "BalancingSettings",

@@ -16,9 +16,9 @@ from twisted.python import usage
 
 from qeetgw.config import VARIABLES, Config, ConfigError, load_config, read_dotenv
 from qeetgw.logging import observer_for
-from qeetgw.service import GatewayService
+from qeetgw.process.service import GatewayService
+from qeetgw.process.supervisor import Supervisor, worker_environment
 from qeetgw.site import build_site
-from qeetgw.supervisor import Supervisor, worker_environment
 
 
 class Options(usage.Options):
@@ -126,7 +126,7 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
     config = options.config
     assert config is not None, "postOptions builds the configuration"
     # How a failure to listen ends the process depends on whether twistd
-    # runs as a daemon (qeetgw.startup); twistd's own options say.
+    # runs as a daemon (qeetgw.process.startup); twistd's own options say.
     parent = getattr(options, "parent", None)
     daemon = parent is not None and not parent["nodaemon"]
     observer = (

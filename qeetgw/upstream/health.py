@@ -7,7 +7,7 @@ all become a failed L{ProbeResult} with a short C{error} for people.
 
 A L{HealthChecker} probes every instance of every service at once when
 C{/health/services} is asked (HEALTH_CHECK_INTERVAL_MS=0); with background
-checks on, L{qeetgw.activehealth.ActiveHealthChecker} probes on its own
+checks on, L{qeetgw.upstream.activehealth.ActiveHealthChecker} probes on its own
 schedule and answers from what it found.  Both report a L{HealthReport}:
 plain values that know their JSON shape.
 """
@@ -44,10 +44,10 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 
-from qeetgw.balancing import BalancingSettings, InstanceSet, InstanceSnapshot
-from qeetgw.balancing.instances import Status
-from qeetgw.client import CachingEndpointFactory
 from qeetgw.config import ServiceConfig
+from qeetgw.upstream.balancing import BalancingSettings, InstanceSet, InstanceSnapshot
+from qeetgw.upstream.balancing.instances import Status
+from qeetgw.upstream.pool import CachingEndpointFactory
 
 _log = Logger()
 
@@ -255,7 +255,7 @@ class HealthReport:
 class HealthSource(Protocol):
     """
     What C{/health/services} asks for its report: L{HealthChecker} probes
-    on demand, L{qeetgw.activehealth.ActiveHealthChecker} answers at once
+    on demand, L{qeetgw.upstream.activehealth.ActiveHealthChecker} answers at once
     from its background checks.
     """
 

@@ -2,7 +2,7 @@
 Every core: WORKERS gateway processes sharing one listening socket.
 
 The supervisor (the C{twistd qeetgw} process itself when WORKERS > 1) decides
-the address and starts the workers (L{qeetgw.worker}), each a whole gateway:
+the address and starts the workers (L{qeetgw.process.worker}), each a whole gateway:
 
 - For a C{tcp:} endpoint every worker listens on the same address with
   C{SO_REUSEPORT}, and the kernel spreads new connections evenly over them.
@@ -47,8 +47,8 @@ from twisted.python.failure import Failure
 from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
 from qeetgw.metrics import MetricsListener
-from qeetgw.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
-from qeetgw.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
+from qeetgw.process.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
 
 log = Logger()
 
@@ -106,7 +106,7 @@ class Supervisor(Service):
     @param metrics_parent: where to create the metric files' directory;
         the temporary directory (C{TMPDIR}, else C{/tmp}) when L{None}.
     @param daemon: whether twistd runs as a daemon, which changes how a
-        failure to listen ends the process (L{qeetgw.startup}).
+        failure to listen ends the process (L{qeetgw.process.startup}).
     @ivar metrics: the group's metrics once started, with METRICS_PORT.
     """
 
@@ -162,7 +162,7 @@ class Supervisor(Service):
         """
         Bind the gateway's port (and METRICS_PORT) now, before the reactor
         runs, the one moment a failure can still end the process with
-        status 1 (see L{qeetgw.startup}).
+        status 1 (see L{qeetgw.process.startup}).
         """
         super().privilegedStartService()
         try:
@@ -271,7 +271,7 @@ class Supervisor(Service):
         self.reactor.spawnProcess(
             worker,
             sys.executable,
-            [sys.executable, "-m", "qeetgw.worker"],
+            [sys.executable, "-m", "qeetgw.process.worker"],
             env=environ,
             path=os.getcwd(),
             childFDs=child_fds,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, FrozenSet, Optional, Union
 
-from qeetgw.balancing.outcomes import Outcome
+from qeetgw.upstream.balancing.outcomes import Outcome
 
 #: The methods retried after the request may have reached the upstream:
 #: the issue's list, RFC 9110's idempotent methods less TRACE.

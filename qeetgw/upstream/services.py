@@ -2,7 +2,7 @@
 A service's instances and the policies around them, as the proxy uses them:
 which instance a try goes to, whether a failed try is tried again, and how
 many requests a service may have in flight.  The decisions themselves are
-the pure logic of L{qeetgw.balancing}; this module binds them to a service.
+the pure logic of L{qeetgw.upstream.balancing}; this module binds them to a service.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Callable, Dict, Optional
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from qeetgw.balancing import BalancingSettings, InstanceSet, RetryBudget
 from qeetgw.config import Config, ServiceConfig
+from qeetgw.upstream.balancing import BalancingSettings, InstanceSet, RetryBudget
 
 
 @attrs.define

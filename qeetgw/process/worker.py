@@ -2,7 +2,7 @@
 One worker of a multi-process gateway (WORKERS > 1): a whole gateway that
 serves on a listening socket its supervisor opened and handed down.
 
-Run by L{qeetgw.supervisor}, never by hand.  The supervisor passes where to
+Run by L{qeetgw.process.supervisor}, never by hand.  The supervisor passes where to
 listen — an address to bind with C{SO_REUSEPORT} in C{QEETGW_LISTEN_ADDRESS},
 or a shared socket as file descriptor L{SOCKET_FD} — the address family in
 C{QEETGW_LISTEN_FAMILY}, and every C{twistd qeetgw} option as the
@@ -27,7 +27,7 @@ from qeetgw.config import ConfigError, load_config, read_dotenv
 from qeetgw.logging import observer_for
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricFiles
 from qeetgw.metrics import Metrics
-from qeetgw.service import GatewayService
+from qeetgw.process.service import GatewayService
 from qeetgw.site import build_site
 
 #: The descriptor the supervisor puts the listening socket on.
@@ -39,7 +39,7 @@ ADDRESS_VARIABLE = "QEETGW_LISTEN_ADDRESS"
 #: The environment variable carrying the worker's number, for its logs.
 INDEX_VARIABLE = "QEETGW_WORKER"
 
-log = Logger(namespace="qeetgw.worker")
+log = Logger(namespace="qeetgw.process.worker")
 
 
 def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> None:

@@ -1,7 +1,7 @@
 """
 Active health checks: every instance of every service probed in the
 background (HEALTH_CHECK_INTERVAL_MS), the outcomes fed to its
-L{qeetgw.balancing.InstanceSet} so that balancing skips an instance that
+L{qeetgw.upstream.balancing.InstanceSet} so that balancing skips an instance that
 fails HEALTH_UNHEALTHY_THRESHOLD probes in a row until it passes
 HEALTH_HEALTHY_THRESHOLD in a row.
 
@@ -24,8 +24,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from qeetgw.balancing import Instance
-from qeetgw.health import (
+from qeetgw.upstream.balancing import Instance
+from qeetgw.upstream.health import (
     HealthReport,
     InstanceHealth,
     ProbeClient,
@@ -33,7 +33,7 @@ from qeetgw.health import (
     ServiceHealth,
     probe,
 )
-from qeetgw.upstreams import ServiceUpstream
+from qeetgw.upstream.services import ServiceUpstream
 
 _log = Logger()
 
@@ -66,7 +66,7 @@ class ActiveHealthChecker:
             order: the same objects the proxy balances over, so that what
             the probes find steers the traffic.
         @param http_client: a treq-like client; see
-            L{qeetgw.health.make_probe_client}.
+            L{qeetgw.upstream.health.make_probe_client}.
         @param clock: the clock that schedules rounds and times probes.
         @param interval_ms: time between the starts of two rounds; at least 1.
         @param answer_within_ms: the longest L{check_all} waits for the

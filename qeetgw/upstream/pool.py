@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from qeetgw.config import Config
 from qeetgw.hostendpoint import HostEndpoint
-from qeetgw.tls import upstream_tls_policy
+from qeetgw.upstream.tls import upstream_tls_policy
 
 
 @implementer(IAgentEndpointFactory)
@@ -53,7 +53,7 @@ class CachingEndpointFactory:
 
 
 @attrs.frozen
-class Upstreams:
+class UpstreamPool:
     """
     The shared client side: one keep-alive pool and the agent on it.
     """
@@ -63,7 +63,7 @@ class Upstreams:
     tls_policy: IPolicyForHTTPS
 
 
-def make_upstreams(config: Config, reactor: Any) -> Upstreams:
+def make_pool(config: Config, reactor: Any) -> UpstreamPool:
     """
     The connection pool and agent every forwarded request and probe uses.
     """
@@ -77,4 +77,4 @@ def make_upstreams(config: Config, reactor: Any) -> Upstreams:
     pool.retryAutomatically = True
     tls_policy = upstream_tls_policy(config.upstream_ca_file)
     agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, tls_policy), pool)
-    return Upstreams(pool=pool, agent=agent, tls_policy=tls_policy)
+    return UpstreamPool(pool=pool, agent=agent, tls_policy=tls_policy)

@@ -13,16 +13,16 @@ from typing import Any, Optional, Sequence, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.task import deferLater
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger
-from twisted.python.failure import Failure
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
+from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.server import GatewaySite
-from qeetgw.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 
 log = Logger()
 
@@ -47,7 +47,7 @@ class GatewayService(Service):
         with a C{listen_at_once} (the metrics listener) binds its port with
         the gateway's.
     @param daemon: whether twistd runs as a daemon, which changes how a
-        failure to listen ends the process (L{qeetgw.startup}).
+        failure to listen ends the process (L{qeetgw.process.startup}).
     """
 
     def __init__(
@@ -96,7 +96,7 @@ class GatewayService(Service):
         one, now: twistd calls this before it sheds privileges (so a port
         below 1024 works with --uid) and before the reactor runs, the one
         moment a failure can still end the process with status 1 (see
-        L{qeetgw.startup}).
+        L{qeetgw.process.startup}).
         """
         super().privilegedStartService()
         try:

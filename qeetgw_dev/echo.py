@@ -2,7 +2,7 @@
 An echo upstream, for trying the gateway without the shop's services, for
 tests and for benchmarks.
 
-C{python -m qeetgw.echo} (or C{qeetgw-echo}) listens on the six default
+C{python -m qeetgw_dev.echo} (or C{qeetgw-echo}) listens on the six default
 service ports and answers every request with 200 and a JSON description of
 what it received, so one can see exactly what the gateway forwarded::
 

@@ -8,7 +8,7 @@ A service URL C{http://payments:8085/api} whose name resolves to 10.0.0.7
 and 10.0.0.8 becomes the instances C{http://10.0.0.7:8085/api} and
 C{http://10.0.0.8:8085/api}: same scheme, port and path prefix, one
 instance (and one keep-alive pool) per address.  The new list is given to
-the service's L{qeetgw.balancing.InstanceSet.update}, so an address that
+the service's L{qeetgw.upstream.balancing.InstanceSet.update}, so an address that
 stays keeps its state (its ejection, its health, its tries in flight).
 
 A name whose resolution fails or comes back empty keeps the instances it
@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qeetgw.upstreams import ServiceUpstream
+from qeetgw.upstream.services import ServiceUpstream
 
 _log = Logger()
 
