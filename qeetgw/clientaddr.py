@@ -15,8 +15,8 @@ from typing import List, Optional, Sequence, Union
 from twisted.web.iweb import IRequest
 
 from qeetgw.config import TrustProxy
+from qeetgw.requeststate import state_of
 
-_ATTRIBUTE = "_qeetgw_client_ip"
 _NOBODY = TrustProxy()
 
 
@@ -78,7 +78,8 @@ def client_ip(request: IRequest) -> Optional[str]:
     The client address of C{request}, resolved once with its site's
     TRUST_PROXY setting (nobody trusted when the site has none).
     """
-    known: Optional[str] = getattr(request, _ATTRIBUTE, None)
+    state = state_of(request)
+    known = state.client_ip
     if known is not None:
         return known
     peer = getattr(request.getClientAddress(), "host", None)
@@ -89,7 +90,7 @@ def client_ip(request: IRequest) -> Optional[str]:
     resolved = resolve_client(
         peer, request.requestHeaders.getRawHeaders(b"x-forwarded-for", []), trust
     )
-    setattr(request, _ATTRIBUTE, resolved)
+    state.client_ip = resolved
     return resolved
 
 

@@ -10,15 +10,13 @@ from typing import Callable, Optional
 from twisted.web.iweb import IRequest
 
 from qeetgw.randomness import random_hex
+from qeetgw.requeststate import state_of
 
 #: The request header a client may send its own id in, and the response
 #: header it comes back in.
 HEADER = b"x-correlation-id"
 #: The longest client id kept; a longer one is replaced.
 MAX_LENGTH = 128
-
-_ATTRIBUTE = "_qeetgw_correlation_id"
-
 
 def make_id() -> str:
     """
@@ -58,11 +56,11 @@ def correlation_id(request: IRequest) -> str:
     Choosing it also sets the X-Correlation-ID response header, so every
     response, errors included, carries it.
     """
-    existing: Optional[str] = getattr(request, _ATTRIBUTE, None)
+    state = state_of(request)
+    existing = state.correlation_id
     if existing is not None:
         return existing
     headers = request.requestHeaders.getRawHeaders(HEADER)
-    chosen = accept_or_make(headers[0] if headers else None)
-    setattr(request, _ATTRIBUTE, chosen)
+    chosen = state.correlation_id = accept_or_make(headers[0] if headers else None)
     request.responseHeaders.setRawHeaders(HEADER, [chosen.encode("ascii")])
     return chosen

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
-from qeetgw.tracecontext import trace_of
+from qeetgw.requeststate import state_of, trace_of
 
 access_log = Logger(namespace="qeetgw.access")
 
@@ -45,20 +45,22 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
     Emit the access event of C{request}, finished (or, when C{finished} is
     false, cut off before its response was complete) at C{now}.
     """
+    state = state_of(request)
+    started = state.started
     access_log.info(
         _ACCESS_FORMAT,
         method=request.method.decode("latin-1"),
         # The path without the query string, which may carry secrets.
         path=(request.path or b"").decode("latin-1"),
         status=request.code if finished else "aborted",
-        duration_ms=round((now - getattr(request, "started", now)) * 1000, 3),
+        duration_ms=round((now - started) * 1000, 3) if started is not None else 0.0,
         bytes_sent=getattr(request, "sentLength", 0),
         correlation_id=correlation_id(request),
         client_ip=client_ip(request),
-        service=getattr(request, "qeetgw_service", None),
-        upstream_status=getattr(request, "qeetgw_upstream_status", None),
-        tries=getattr(request, "qeetgw_tries", None),
-        instance=getattr(request, "qeetgw_instance", None),
+        service=state.service,
+        upstream_status=state.upstream_status,
+        tries=state.tries,
+        instance=state.instance,
         trace_id=trace_of(request).trace_id,
     )
 

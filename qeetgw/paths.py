@@ -17,9 +17,6 @@ from typing import List, Optional
 from urllib.parse import unquote_to_bytes
 
 import attrs
-from twisted.web.iweb import IRequest
-
-_ATTRIBUTE = "_qeetgw_target"
 
 # RFC 9112 request-target in origin-form: visible ASCII, no fragment.  Space,
 # controls and raw non-ASCII never reach here from a well-formed client.
@@ -81,6 +78,14 @@ def parse_target(uri: bytes) -> RequestTarget:
     return RequestTarget(path=path, query=query if question else None)
 
 
+def is_api_path(path: bytes) -> bool:
+    """
+    Whether the raw C{path} is C{/api} or below it: the API chain's, not
+    the gateway's own endpoints'.
+    """
+    return path == b"/api" or path.startswith(b"/api/")
+
+
 def _check_segment(segment: bytes) -> None:
     """
     Refuse a raw segment that some server along the way could read as a dot
@@ -96,16 +101,3 @@ def _check_segment(segment: bytes) -> None:
     for piece in decoded.split(b"/"):
         if piece in (b".", b".."):
             raise BadTarget("Request path must not contain dot segments")
-
-
-def target_of(request: IRequest) -> RequestTarget:
-    """
-    The parsed target of C{request}, parsed once and remembered.
-
-    @raise BadTarget: as L{parse_target}.
-    """
-    existing: Optional[RequestTarget] = getattr(request, _ATTRIBUTE, None)
-    if existing is None:
-        existing = parse_target(request.uri)
-        setattr(request, _ATTRIBUTE, existing)
-    return existing

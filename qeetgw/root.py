@@ -11,7 +11,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from qeetgw.errors import GatewayError, render_error
-from qeetgw.paths import BadTarget, target_of
+from qeetgw.paths import BadTarget, is_api_path
+from qeetgw.requeststate import state_of, target_of
 
 
 class GatewayRoot(Resource):
@@ -34,13 +35,13 @@ class GatewayRoot(Resource):
         """
         Dispatch C{request}; a target that cannot be read safely is a 400.
         """
-        if getattr(request, "body_refused", False):
+        if state_of(request).body_refused:
             return self._too_large(request)
         try:
             target = target_of(request)
         except BadTarget as bad:
             return render_error(request, GatewayError("BAD_REQUEST", str(bad)))
-        if target.path == b"/api" or target.path.startswith(b"/api/"):
+        if is_api_path(target.path):
             return self._api.render(request)
         return self._own.render(request)
 
@@ -51,7 +52,7 @@ class GatewayRoot(Resource):
         L{qeetgw.server.GatewayRequest}); the connection closes after it.
         """
         request.setHeader(b"connection", b"close")
-        limit = getattr(request, "body_limit", None)
+        limit = state_of(request).body_limit
         return render_error(
             request,
             GatewayError(

@@ -58,6 +58,7 @@ from twisted.web.http import (
     _MalformedChunkedDataError,
     datetimeToString,
 )
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import alsoProvides
@@ -83,6 +84,8 @@ from qeetgw.correlation import correlation_id, make_id
 from qeetgw.errors import GatewayError, render_error
 from qeetgw.logging import access_event
 from qeetgw.readiness import Readiness
+from qeetgw.requeststate import RequestState, attach_state, resolve_route, state_of
+from qeetgw.upstream.routes import RouteTable
 
 log = Logger()
 
@@ -114,28 +117,24 @@ class GatewayRequest(Request):
     from L{twisted.web.server.Request}.
     """
 
-    body_refused = False
     #: Refused by the channel before it reached the resource tree (see
     #: L{GatewayChannel}): its refusal event stands for it, so neither the
     #: access event nor the request metrics see it.
     refused = False
     _body_received = 0
-    _logged = False
 
     def __init__(self, channel: HTTPChannel, *args: Any, **kwargs: Any) -> None:
         super().__init__(channel, *args, **kwargs)
-        #: When the request began, for its duration in the access log.
-        self.started: float = channel.site.clock.seconds()
-
-    @property
-    def body_limit(self) -> Optional[int]:
-        """
-        The largest body accepted, from the site; L{None} for no limit.
-        """
-        return getattr(getattr(self.channel, "site", None), "body_limit", None)
+        site = channel.site
+        #: What the gateway knows of this request (L{qeetgw.requeststate}):
+        #: it began now, and its body may be as large as the site allows.
+        self.state = attach_state(
+            self,
+            RequestState(started=site.clock.seconds(), body_limit=getattr(site, "body_limit", None)),
+        )
 
     def gotLength(self, length: Optional[int]) -> None:
-        limit = self.body_limit
+        limit = self.state.body_limit
         if limit is not None and length is not None and length > limit:
             self._refuse_body()
             return
@@ -147,17 +146,17 @@ class GatewayRequest(Request):
         come: when they cannot fit in what is left of the limit, answer 413
         now, before any of them arrives.
         """
-        if self.body_refused:
+        if self.state.body_refused:
             return
-        limit = self.body_limit
+        limit = self.state.body_limit
         if limit is not None and self._body_received + length > limit:
             self._refuse_body()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.body_refused:
+        if self.state.body_refused:
             return
         self._body_received += len(data)
-        limit = self.body_limit
+        limit = self.state.body_limit
         if limit is not None and self._body_received > limit:
             self._refuse_body()
             return
@@ -179,7 +178,7 @@ class GatewayRequest(Request):
         Throw away what was received of the body and ignore the rest: the
         request is refused and will never be forwarded.
         """
-        self.body_refused = True
+        self.state.body_refused = True
         if self.content is not None:
             self.content.close()
         self.content = _Discard()
@@ -189,7 +188,7 @@ class GatewayRequest(Request):
         self.responseHeaders.removeHeader(b"server")
         self.channel.site.request_started(self)
         correlation_id(self)
-        # A refused body (self.body_refused) is answered by the resource
+        # A refused body (state.body_refused) is answered by the resource
         # tree's root, below the wrappers that add security and CORS headers.
         super().render(resrc)
 
@@ -211,7 +210,7 @@ class GatewayRequest(Request):
             failure=reason,
             correlation_id=correlation_id(self),
         )
-        if self._disconnected or self.finished:
+        if self.state.disconnected or self.finished:
             return None
         if self.startedWriting:
             self.channel.transport.abortConnection()
@@ -223,6 +222,8 @@ class GatewayRequest(Request):
 
     def connectionLost(self, reason: Failure) -> None:
         site: GatewaySite = self.channel.site
+        # Before the notifyFinish errbacks run (in super), which read it.
+        self.state.disconnected = True
         super().connectionLost(reason)
         if not self.finished:
             # A finished request was logged when it finished; this one was
@@ -718,6 +719,8 @@ class GatewaySite(Site):
     @ivar in_flight: the requests not yet finished.
     @ivar lingering: the connections lingering after an early refusal.
     @ivar limits: what clients are allowed (timeouts, sizes, connections).
+    @ivar routes: the route table, to resolve each /api request's route as
+        it is dispatched.
     """
 
     requestFactory = GatewayRequest
@@ -732,6 +735,7 @@ class GatewaySite(Site):
         trust_proxy: TrustProxy = TrustProxy(),
         readiness: Optional[Readiness] = None,
         limits: Optional[ClientLimits] = None,
+        routes: Optional[RouteTable] = None,
     ) -> None:
         # Bodies are forwarded as bytes, never parsed into args: that parse
         # costs time and would answer a malformed multipart body with 400
@@ -754,6 +758,10 @@ class GatewaySite(Site):
         self.lingering: Set[GatewayChannel] = set()
         self._drained: Optional[Deferred[None]] = None
         self.limits = limits if limits is not None else ClientLimits()
+        #: The route table /api requests are routed on, resolved as each
+        #: request is dispatched (L{getResourceFor}); L{None} leaves it to
+        #: the proxy.
+        self.routes = routes
 
     @property
     def limits(self) -> ClientLimits:
@@ -788,10 +796,22 @@ class GatewaySite(Site):
         L{GatewayRequest} calls it with C{finished=False} for a request cut
         off before then.
         """
-        if getattr(request, "_logged", False):
+        state = state_of(request)
+        if state.logged:
             return
-        request._logged = True
+        state.logged = True
         access_event(request, self.clock.seconds(), finished)
+
+    def getResourceFor(self, request: IRequest) -> IResource:
+        """
+        The resource that answers C{request}: the root, as twisted.web
+        finds it, once the request's route is resolved
+        (L{qeetgw.requeststate.resolve_route}).
+        """
+        if self.routes is not None:
+            resolve_route(request, self.routes)
+        resource: IResource = super().getResourceFor(request)
+        return resource
 
     def request_started(self, request: GatewayRequest) -> None:
         """

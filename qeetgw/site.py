@@ -23,6 +23,7 @@ import attrs
 from treq.client import HTTPClient
 from twisted.internet.interfaces import IHostnameResolver, IReactorTime
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from qeetgw import __version__
 from qeetgw.app import GatewayApp
@@ -41,11 +42,12 @@ from qeetgw.metrics import (
     MetricsListener,
     status_class,
 )
-from qeetgw.paths import BadTarget, target_of
+from qeetgw.paths import is_api_path
 from qeetgw.ratelimit.guard import RateLimiter, RateLimitGuard
 from qeetgw.ratelimit.memory import MemoryStore
 from qeetgw.ratelimit.store import Budget, IRateLimitStore
 from qeetgw.readiness import Readiness
+from qeetgw.requeststate import state_of
 from qeetgw.root import GatewayRoot
 from qeetgw.server import GatewayRequest, GatewaySite
 from qeetgw.upstream.activehealth import ActiveHealthChecker
@@ -115,14 +117,11 @@ class MeteredSite(GatewaySite):
     plain L{GatewaySite} is used then.
 
     @param metrics: where to count.
-    @param routes: the route table, to name the service of an /api request
-        refused before it was routed (a 401 or 429).
     """
 
-    def __init__(self, *args: Any, metrics: Metrics, routes: RouteTable, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.metrics = metrics
-        self._routes = routes
         metrics.watch_connections(self)
 
     def log(self, request: GatewayRequest, finished: bool = True) -> None:  # type: ignore[override]
@@ -131,34 +130,34 @@ class MeteredSite(GatewaySite):
         once.
         """
         super().log(request, finished)
-        if getattr(request, "_qeetgw_counted", False):
+        state = state_of(request)
+        if state.counted:
             return
-        request._qeetgw_counted = True  # type: ignore[attr-defined]
+        state.counted = True
         now = self.clock.seconds()
+        started = state.started
         self.metrics.request_done(
-            self.service_label(request),
+            service_label(request),
             getattr(request, "method", None),
             status_class(request.code) if finished else ABORTED,
-            now - getattr(request, "started", now),
+            now - started if started is not None else 0.0,
         )
 
-    def service_label(self, request: GatewayRequest) -> str:
-        """
-        The bounded service label of C{request}: the service it was (or
-        would have been) forwarded to, L{NO_ROUTE} for an /api path that no
-        route matches, L{GATEWAY} for the gateway's own endpoints.
-        """
-        service = getattr(request, "qeetgw_service", None)
-        if service is not None:
-            return service
-        path = getattr(request, "path", None) or b""
-        if path != b"/api" and not path.startswith(b"/api/"):
-            return GATEWAY
-        try:
-            matched = self._routes.match(target_of(request).path)
-        except BadTarget:
-            return NO_ROUTE
-        return matched[0].service.name if matched is not None else NO_ROUTE
+
+def service_label(request: IRequest) -> str:
+    """
+    The bounded service label of C{request}: the service it was (or would
+    have been) forwarded to, L{NO_ROUTE} for an /api path that no route
+    matches, L{GATEWAY} for the gateway's own endpoints.  The route is the
+    one resolved as the site dispatched the request; it is never matched
+    again here.
+    """
+    state = state_of(request)
+    if state.service is not None:
+        return state.service
+    if not is_api_path(getattr(request, "path", None) or b""):
+        return GATEWAY
+    return state.route[0].service.name if state.route is not None else NO_ROUTE
 
 
 def cors_policy(config: Config) -> CORSPolicy:
@@ -345,11 +344,12 @@ def build_site(
         trust_proxy=config.trust_proxy,
         readiness=readiness,
         limits=ClientLimits.from_config(config),
+        routes=routes,
     )
     site = (
         GatewaySite(tree, **site_options)
         if metrics is None
-        else MeteredSite(tree, metrics=metrics, routes=routes, **site_options)
+        else MeteredSite(tree, metrics=metrics, **site_options)
     )
     listener = None
     if metrics is not None and config.metrics_port is not None:

@@ -13,8 +13,8 @@ A new trace is sampled (flags C{01}): the gateway records no spans itself,
 so an unsampled root would make every service that samples by its parent
 (OpenTelemetry's default) drop the traces of clients that send none.
 
-The parsing functions are pure; L{trace_of} keeps a request's context on
-the request, like L{qeetgw.correlation.correlation_id}.
+The parsing functions are pure; L{qeetgw.requeststate.trace_of} keeps a
+request's context in its state, like L{qeetgw.correlation.correlation_id}.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import attrs
-from twisted.web.iweb import IRequest
 
 from qeetgw.randomness import random_hex
 
@@ -36,7 +35,6 @@ NEW_TRACE_FLAGS = "01"
 _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-_ATTRIBUTE = "_qeetgw_trace"
 
 
 @attrs.frozen
@@ -165,17 +163,3 @@ def from_headers(
         tuple(tracestates) if tracestates else (),
         continued=True,
     )
-
-
-def trace_of(request: IRequest) -> TraceContext:
-    """
-    The trace context of C{request}, read from its headers on first use and
-    then fixed.
-    """
-    existing: Optional[TraceContext] = getattr(request, _ATTRIBUTE, None)
-    if existing is not None:
-        return existing
-    headers = request.requestHeaders
-    chosen = from_headers(headers.getRawHeaders(TRACEPARENT), headers.getRawHeaders(TRACESTATE))
-    setattr(request, _ATTRIBUTE, chosen)
-    return chosen

@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, write_error
+from qeetgw.requeststate import state_of
 
 log = Logger()
 
@@ -81,7 +82,7 @@ def render_when(
         return decide(box[0])
 
     def later(_: object) -> None:
-        if getattr(request, "_disconnected", False):
+        if state_of(request).disconnected:
             return
         try:
             body = decide(box[0])

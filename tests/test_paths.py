@@ -5,7 +5,8 @@ Tests for L{qeetgw.paths}: the one reading of a request target.
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from qeetgw.paths import BadTarget, RequestTarget, parse_target, target_of
+from qeetgw.paths import BadTarget, RequestTarget, parse_target
+from qeetgw.requeststate import target_of
 
 
 class ParseTargetTests(SynchronousTestCase):

@@ -27,7 +27,7 @@ from qeetgw.auth import Verifier, bearer_token
 from qeetgw.auth.claims import Identity, TokenRejected
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
-from qeetgw.paths import target_of
+from qeetgw.requeststate import target_of
 from qeetgw.wrapping import Wrapper, render_when
 
 if TYPE_CHECKING:
@@ -132,7 +132,6 @@ class JWTGuard(Wrapper):
                 request, "Invalid or expired token", b'Bearer error="invalid_token"'
             )
         identity: Identity = result
-        request.qeetgw_identity = identity  # type: ignore[attr-defined]
         headers = request.requestHeaders
         user_id = identity.user_id if identity.user_id is not None else identity.subject
         for name, value in (

@@ -23,7 +23,6 @@ from qeetgw.auth import Verifier, bearer_token
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
-from qeetgw.paths import target_of
 from qeetgw.ratelimit.store import Algorithm, Budget, Count, IRateLimitStore, StoreUnavailable
 from qeetgw.ratelimit.windows import (
     Decision,
@@ -32,6 +31,7 @@ from qeetgw.ratelimit.windows import (
     decide_sliding,
     rate_limit_headers,
 )
+from qeetgw.requeststate import target_of
 from qeetgw.wrapping import Wrapper, render_when
 
 if TYPE_CHECKING:

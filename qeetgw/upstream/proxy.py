@@ -36,8 +36,8 @@ from zope.interface import implementer
 from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
-from qeetgw.paths import BadTarget, target_of
-from qeetgw.tracecontext import trace_of
+from qeetgw.paths import BadTarget
+from qeetgw.requeststate import route_of, state_of, target_of, trace_of
 from qeetgw.upstream.balancing import Outcome, backoff, is_retryable, outcome_of_status
 from qeetgw.upstream.forwarding import client_response_headers, merge_vary, upstream_request_headers
 from qeetgw.upstream.routes import Route, RouteTable
@@ -65,8 +65,9 @@ def note_upstream(request: IRequest, service: str, status: Optional[int]) -> Non
     Remember which service answered C{request}, and with which status, for
     the access log.
     """
-    request.qeetgw_service = service  # type: ignore[attr-defined]
-    request.qeetgw_upstream_status = status  # type: ignore[attr-defined]
+    state = state_of(request)
+    state.service = service
+    state.upstream_status = status
 
 
 @implementer(IBodyProducer)
@@ -235,9 +236,11 @@ class ReverseProxyResource(Resource):
         """
         try:
             target = target_of(request)
+            # Resolved as the site dispatched the request; resolved here
+            # when this resource is used without a gateway site.
+            matched = route_of(request, self._routes)
         except BadTarget as bad:
             return render_error(request, GatewayError("BAD_REQUEST", str(bad)))
-        matched = self._routes.match(target.path)
         if matched is None:
             return render_error(request, not_found(request))
         route, rest = matched
@@ -277,7 +280,7 @@ class ReverseProxyResource(Resource):
         Answer C{request} with the error C{reason} maps to, unless the
         client is already gone.
         """
-        if getattr(request, "_disconnected", False):
+        if state_of(request).disconnected:
             return  # cancelled because the client left: nobody to answer
         if metrics is not None:
             metrics.upstream_error(upstream_error_kind(reason))
@@ -577,8 +580,9 @@ def note_tries(request: IRequest, tries: int, instance: Optional[str]) -> None:
     Remember how many tries C{request} took and which instance answered,
     for the access log.
     """
-    request.qeetgw_tries = tries  # type: ignore[attr-defined]
-    request.qeetgw_instance = instance  # type: ignore[attr-defined]
+    state = state_of(request)
+    state.tries = tries
+    state.instance = instance
 
 
 def _content_length(content: Optional[IO[bytes]]) -> int:
