@@ -43,17 +43,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.twisted import MetricsResource
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from qeetgw.metricfiles import MetricFiles
-from qeetgw.process.startup import CannotListen, listen_at_once, log_cannot_listen
+from qeetgw.process.startup import StartUpEndpoint
 
 log = Logger()
 
@@ -206,11 +206,11 @@ class _Instances:
         yield family
 
 
-class InstanceGauge:
+class InstanceGauge(Service):
     """
     A worker's instance states, written into its metric files every
-    L{INSTANCES_REFRESH_S} seconds; a part started and stopped with the
-    gateway service.
+    L{INSTANCES_REFRESH_S} seconds while the service runs (a part started
+    and stopped with the gateway service).
 
     Why not at scrape time, as in one process: the scrape runs in the
     supervisor, which has no instances; the states live in each worker.
@@ -219,6 +219,8 @@ class InstanceGauge:
     metrics; a snapshot a second is exact enough for a figure scraped every
     15 s, and costs a few writes a second.
     """
+
+    name = "instance-gauge"
 
     def __init__(self, gauge: Gauge, worker: str, upstreams: Any, clock: IReactorTime) -> None:
         self._gauge = gauge
@@ -245,17 +247,19 @@ class InstanceGauge:
             if key not in seen:
                 child.set(0)
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
         Write the states now, then every L{INSTANCES_REFRESH_S} seconds.
         """
+        super().startService()
         if not self._loop.running:
             self._loop.start(INSTANCES_REFRESH_S, now=True)
 
-    def stop(self) -> None:
+    def stopService(self) -> None:
         """
         Stop writing.
         """
+        super().stopService()
         if self._loop.running:
             self._loop.stop()
 
@@ -484,78 +488,33 @@ def metrics_site(registry: CollectorRegistry) -> Site:
     return _QuietSite(root)
 
 
-class MetricsListener:
+def metrics_service(description: str, registry: CollectorRegistry, reactor: Any) -> StreamServerEndpointService:
     """
-    Serves the metrics on their own endpoint; a part started and stopped
-    with the gateway service (L{qeetgw.process.service.GatewayService}'s
-    C{workers}).
+    The service that serves C{registry} on METRICS_PORT: a C{strports.service}
+    named C{metrics}, whose port is bound at once by its
+    C{privilegedStartService} (before the reactor runs; a port in use raises
+    L{qeetgw.process.startup.CannotListen}: an operator who asked for
+    metrics must not get a gateway that silently has none), and closed by
+    its C{stopService}.
 
     @param description: METRICS_PORT, a Twisted endpoint description.
     @param registry: what to serve.
     @param reactor: the reactor to listen with.
-    @ivar listening: fires with the L{IListeningPort} once listening (tests
-        read the bound port from it), or fails.
     """
+    # strports.service (unlike a bare StreamServerEndpointService) makes the
+    # service raise a listening failure that comes at once, rather than log
+    # it; StartUpEndpoint makes every failure come at once, as CannotListen.
+    service = strports.service(description, metrics_site(registry), reactor=reactor)
 
-    def __init__(self, description: str, registry: CollectorRegistry, reactor: Any) -> None:
-        self._description = description
-        self._registry = registry
-        self._reactor = reactor
-        self.port: Optional[IListeningPort] = None
-        self.listening: "Deferred[IListeningPort]" = Deferred()
-
-    def listen_at_once(self) -> None:
-        """
-        Bind the metrics port now, at start-up (before the reactor runs).
-
-        @raise qeetgw.process.startup.CannotListen: when it cannot be bound: an
-            operator who asked for metrics must not get a gateway that
-            silently has none (start-up then ends).
-        """
-        endpoint = serverFromString(self._reactor, self._description)
-        port = listen_at_once(endpoint, metrics_site(self._registry), self._description, "for metrics on")
-        self._listened(port)
-
-    def start(self) -> None:
-        """
-        Start listening, unless L{listen_at_once} did.  A failure here (the
-        service was started outside twistd's start-up) is logged and stops
-        the reactor.
-        """
-        if self.port is not None or self.listening.called:
-            return
-        endpoint = serverFromString(self._reactor, self._description)
-
-        def failed(reason: Failure) -> None:
-            log_cannot_listen(
-                CannotListen("for metrics on", self._description, reason.getErrorMessage())
-            )
-            self.listening.errback(reason)
-            if getattr(self._reactor, "running", False):
-                self._reactor.stop()
-
-        endpoint.listen(metrics_site(self._registry)).addCallbacks(self._listened, failed)
-
-    def _listened(self, port: IListeningPort) -> None:
-        """
-        Listening on C{port}: say where, and fire L{listening}.
-        """
-        self.port = port
+    def listened(port: IListeningPort) -> None:
         address = port.getHost()
         log.info(
             "metrics on {host}:{port}",
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
-            endpoint=self._description,
+            endpoint=description,
         )
-        self.listening.callback(port)
 
-    def stop(self) -> Optional["Deferred[None]"]:
-        """
-        Stop listening (the service stops its parts after the drain, so the
-        metrics stay visible while it drains).
-        """
-        port, self.port = self.port, None
-        if port is None:
-            return None
-        return port.stopListening()
+    service.endpoint = StartUpEndpoint(service.endpoint, description, "for metrics on", listened)
+    service.setName("metrics")
+    return service

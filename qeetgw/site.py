@@ -12,7 +12,7 @@ chain of concerns is visible.
 
 With METRICS_PORT (or a L{Metrics} passed in) the site is a L{MeteredSite}
 and the guards and the proxy count into one L{Metrics}; a
-L{MetricsListener} serves them on their own port.
+L{metrics_service} serves them on their own port.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 from treq.client import HTTPClient
+from twisted.application.service import IService
 from twisted.internet.interfaces import IHostnameResolver, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -39,7 +40,7 @@ from qeetgw.metrics import (
     NO_ROUTE,
     InstanceGauge,
     Metrics,
-    MetricsListener,
+    metrics_service,
     status_class,
 )
 from qeetgw.paths import is_api_path
@@ -65,7 +66,7 @@ log = Logger()
 class Gateway:
     """
     What L{build_site} builds: the site, and the parts with a lifetime of
-    their own (the upstream pool to close, the token verifier to start).
+    their own (L{parts}: Twisted services) and the upstream pool to close.
     """
 
     site: GatewaySite
@@ -75,8 +76,8 @@ class Gateway:
     readiness: Readiness
     #: What is counted, when metrics are on.
     metrics: Optional[Metrics] = None
-    #: The metrics listener, when METRICS_PORT is set.
-    metrics_listener: Optional[MetricsListener] = None
+    #: The metrics listener (L{metrics_service}), when METRICS_PORT is set.
+    metrics_listener: Optional[IService] = None
     #: The background health checker, when HEALTH_CHECK_INTERVAL_MS > 0.
     health_checker: Optional[ActiveHealthChecker] = None
     #: The DNS discovery, when SERVICE_DISCOVERY=dns.
@@ -86,21 +87,22 @@ class Gateway:
     instance_gauge: Optional[InstanceGauge] = None
 
     @property
-    def workers(self) -> Tuple[Any, ...]:
+    def parts(self) -> Tuple[IService, ...]:
         """
-        The parts started and stopped with the service (their C{start} and
-        C{stop}).
+        The parts with a lifetime of their own, as the services the
+        gateway's service starts in this order and stops after its drain
+        (L{qeetgw.process.service.GatewayService}'s children).
         """
-        workers: Tuple[Any, ...] = (self.verifier, self.store)
+        parts: Tuple[IService, ...] = (self.verifier, self.store)
         if self.metrics_listener is not None:
-            workers += (self.metrics_listener,)
+            parts += (self.metrics_listener,)
         if self.discovery is not None:
-            workers += (self.discovery,)
+            parts += (self.discovery,)
         if self.health_checker is not None:
-            workers += (self.health_checker,)
+            parts += (self.health_checker,)
         if self.instance_gauge is not None:
-            workers += (self.instance_gauge,)
-        return workers
+            parts += (self.instance_gauge,)
+        return parts
 
 
 class MeteredSite(GatewaySite):
@@ -353,7 +355,7 @@ def build_site(
     )
     listener = None
     if metrics is not None and config.metrics_port is not None:
-        listener = MetricsListener(config.metrics_port, metrics.registry, reactor)
+        listener = metrics_service(config.metrics_port, metrics.registry, reactor)
     return Gateway(
         site=site,
         upstreams=upstreams,

@@ -56,9 +56,13 @@ class MemoryGateway:
     """
 
     def __init__(
-        self, env: Optional[Mapping[str, str]] = None, answer: Any = None, metrics: Any = None
+        self,
+        env: Optional[Mapping[str, str]] = None,
+        answer: Any = None,
+        metrics: Any = None,
+        reactor: Optional[MemoryReactorClock] = None,
     ) -> None:
-        self.clock = MemoryReactorClock()
+        self.clock = reactor if reactor is not None else MemoryReactorClock()
         self.clock.advance(NOW)
         self.upstream = RecordingUpstream(answer)
         self.agent = RequestTraversalAgent(self.upstream)

@@ -114,8 +114,8 @@ class CheckerTests(SynchronousTestCase):
         self.assertRaises(ValueError, ActiveHealthChecker, self.upstreams, self.stub, self.clock, 0)
 
     def test_first_round_at_start_then_every_interval(self) -> None:
-        self.checker.start()
-        self.addCleanup(self.checker.stop)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
         self.stub.flush()
         # Every instance of every service, at its service's health path, at once.
         self.assertEqual(
@@ -135,8 +135,8 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.checker.rounds, 2)
 
     def test_every_interval(self) -> None:
-        self.checker.start()
-        self.addCleanup(self.checker.stop)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
         for _ in range(3):
             self.round()
         self.assertEqual(self.checker.rounds, 4)
@@ -180,8 +180,8 @@ class CheckerTests(SynchronousTestCase):
         self.assertNotIn("failures", b)
 
     def test_unhealthy_after_three_failed_rounds_healthy_after_two_passed(self) -> None:
-        self.checker.start()
-        self.addCleanup(self.checker.stop)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
         self.stub.flush()  # the first round: b passes
         self.instances.health["b.test"] = 503
         self.round()
@@ -202,8 +202,8 @@ class CheckerTests(SynchronousTestCase):
         )
 
     def test_snapshot_fields(self) -> None:
-        self.checker.start()
-        self.addCleanup(self.checker.stop)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
         self.stub.flush()  # the first round at NOW: everything passes
         self.instances.health.update({"a.test": None, "b.test": None})
         self.round()
@@ -275,8 +275,8 @@ class CheckerTests(SynchronousTestCase):
         """
         checker = ActiveHealthChecker(self.upstreams, self.stub, self.clock, 1000)
         self.instances.health["b.test"] = None
-        checker.start()  # the round starts; b hangs (timeout 5 s)
-        self.addCleanup(checker.stop)
+        checker.startService()  # the round starts; b hangs (timeout 5 s)
+        self.addCleanup(checker.stopService)
         self.stub.flush()
         self.assertEqual(len(self.instances.requests), 7)
         for _ in range(4):
@@ -415,9 +415,9 @@ class CheckerTests(SynchronousTestCase):
 
     def test_stop_gives_up_the_round_in_flight(self) -> None:
         self.instances.health["b.test"] = None
-        self.checker.start()
+        self.checker.startService()
         self.round()
-        stopped = self.checker.stop()
+        stopped = self.checker.stopService()
         self.stub.flush()
         self.successResultOf(stopped)
         # Nothing left scheduled: neither the loop nor a probe's timeout.
@@ -427,11 +427,11 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual((b["lastCheck"], b.get("error")), (None, None))
 
     def test_stop_when_idle(self) -> None:
-        self.checker.start()
-        self.successResultOf(self.checker.stop())
+        self.checker.startService()
+        self.successResultOf(self.checker.stopService())
         self.assertEqual(self.clock.getDelayedCalls(), [])
         # Stopping twice is harmless.
-        self.successResultOf(self.checker.stop())
+        self.successResultOf(self.checker.stopService())
 
     def test_instances_dropped_by_dns_are_not_reported(self) -> None:
         self.instances.health["b.test"] = 503
@@ -478,8 +478,8 @@ class GatewayTests(SynchronousTestCase):
         checker = self.made.gateway.health_checker
         assert checker is not None
         self.checker = checker
-        self.checker.start()
-        self.addCleanup(self.checker.stop)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
 
     def tick(self, rounds: int = 1) -> None:
         for _ in range(rounds):
@@ -490,8 +490,8 @@ class GatewayTests(SynchronousTestCase):
         response = self.made.send(get(b"/health/services"))
         return response.code, response.json()
 
-    def test_a_worker(self) -> None:
-        self.assertIn(self.checker, self.made.gateway.workers)
+    def test_a_part(self) -> None:
+        self.assertIn(self.checker, self.made.gateway.parts)
 
     def test_health_services_answers_without_probing(self) -> None:
         self.tick(3)
@@ -576,9 +576,9 @@ class OnDemandGatewayTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.made = gateway(health_by_host({"b.test": 503}), HEALTH_CHECK_INTERVAL_MS="0")
 
-    def test_no_worker(self) -> None:
+    def test_no_part(self) -> None:
         self.assertIsNone(self.made.gateway.health_checker)
-        self.assertEqual(len(self.made.gateway.workers), 2)
+        self.assertEqual(len(self.made.gateway.parts), 2)
 
     def test_probes_every_instance_when_asked(self) -> None:
         response = self.made.send(get(b"/health/services"))

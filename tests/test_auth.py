@@ -812,8 +812,8 @@ class JWKSTests(VerifierTestCase):
         config = make_config(**{**self.ENVIRON, **environ})
         verifier = TokenVerifier(config, self.clock, jwks_client=client or self.stub)
         if start:
-            verifier.start()
-            self.addCleanup(verifier.stop)
+            verifier.startService()
+            self.addCleanup(verifier.stopService)
         return verifier
 
     def logged(self, text: str) -> List[LogEvent]:
@@ -1001,7 +1001,7 @@ class JWKSTests(VerifierTestCase):
             )
             [event] = self.logged("failed")
             self.assertEqual(event["error"], error, body)
-            verifier.stop()
+            verifier.stopService()
 
     def test_timeout(self) -> None:
         self.server.hold = True
@@ -1095,17 +1095,17 @@ class JWKSTests(VerifierTestCase):
 
     def test_stop_ends_background_fetches(self) -> None:
         verifier = self.jwks_verifier(start=False)
-        verifier.start()
-        verifier.stop()
+        verifier.startService()
+        verifier.stopService()
         self.clock.advance(JWKS_MAX_AGE_S * 3)
         self.assertEqual(self.server.requests, 1)
 
     def test_stop_cancels_a_fetch_in_flight(self) -> None:
         self.server.hold = True
         verifier = self.jwks_verifier(start=False)
-        verifier.start()
+        verifier.startService()
         waiting = verifier.verify(signed(RSA_A, "RS256", "A"))
-        verifier.stop()
+        verifier.stopService()
         self.assertEqual(self.reason_of(waiting), "keys unavailable")
 
     def test_cancelled_waiter_does_not_disturb_the_others(self) -> None:
@@ -1137,8 +1137,8 @@ class KeyConfusionTests(VerifierTestCase):
     def verifier_of(self, **environ: str) -> TokenVerifier:
         client: Any = StubTreq(self.server)
         verifier = TokenVerifier(make_config(**environ), self.clock, client)
-        verifier.start()
-        self.addCleanup(verifier.stop)
+        verifier.startService()
+        self.addCleanup(verifier.stopService)
         return verifier
 
     def public_pem(self) -> bytes:

@@ -92,7 +92,7 @@ class DNSDiscoveryTests(SynchronousTestCase):
         cfg = config(payment)
         self.upstreams = service_upstreams(cfg, self.clock)
         self.discovery = DNSDiscovery(self.upstreams, self.resolver, self.clock, cfg.dns_refresh_ms)
-        self.addCleanup(self.discovery.stop)
+        self.addCleanup(self.discovery.stopService)
 
     def urls(self, service: str = "payment-service") -> List[str]:
         return [i.url for i in self.upstreams[service].instances.instances]
@@ -103,7 +103,7 @@ class DNSDiscoveryTests(SynchronousTestCase):
     def test_instances_follow_the_answers(self) -> None:
         self.make()
         self.resolver.answers["payments.internal"] = ["10.0.0.8", "10.0.0.7"]
-        self.discovery.start()
+        self.discovery.startService()
         # Resolved at once, sorted, same scheme, port and path prefix.
         self.assertEqual(self.urls(), ["http://10.0.0.7:8085/api", "http://10.0.0.8:8085/api"])
         self.resolver.answers["payments.internal"] = ["10.0.0.8", "10.0.0.9", "10.0.0.10"]
@@ -122,7 +122,7 @@ class DNSDiscoveryTests(SynchronousTestCase):
     def test_state_of_kept_instances_survives(self) -> None:
         self.make()
         self.resolver.answers["payments.internal"] = ["10.0.0.7", "10.0.0.8"]
-        self.discovery.start()
+        self.discovery.startService()
         instances = self.upstreams["payment-service"].instances
         kept = instances.instances[1]
         for _ in range(5):
@@ -140,7 +140,7 @@ class DNSDiscoveryTests(SynchronousTestCase):
     def test_failure_keeps_the_old_set_and_warns_once(self) -> None:
         self.make()
         self.resolver.answers["payments.internal"] = ["10.0.0.7", "10.0.0.8"]
-        self.discovery.start()
+        self.discovery.startService()
         before = self.urls()
         with capturedLogs() as events:
             self.resolver.answers["payments.internal"] = []
@@ -167,7 +167,7 @@ class DNSDiscoveryTests(SynchronousTestCase):
         self.make()
         self.resolver.hold = True
         self.resolver.answers["payments.internal"] = ["10.0.0.7"]
-        self.discovery.start()
+        self.discovery.startService()
         self.assertEqual(self.urls(), ["http://payments.internal:8085/api"])
         # A tick while the first round is pending is skipped.
         self.clock.advance(5)
@@ -177,13 +177,13 @@ class DNSDiscoveryTests(SynchronousTestCase):
 
     def test_first_failure_keeps_configured_url(self) -> None:
         self.make()
-        self.discovery.start()
+        self.discovery.startService()
         self.assertEqual(self.urls(), ["http://payments.internal:8085/api"])
 
     def test_ip_literals_untouched(self) -> None:
         self.make("http://10.1.1.1:8085,http://[fd00::1]:8085,http://payments.internal:8085")
         self.resolver.answers["payments.internal"] = ["fd00::2", "10.1.1.1"]
-        self.discovery.start()
+        self.discovery.startService()
         self.assertEqual(self.resolver.asked, ["payments.internal"])
         # 10.1.1.1 from DNS is the same instance as the configured one.
         self.assertEqual(
@@ -194,15 +194,15 @@ class DNSDiscoveryTests(SynchronousTestCase):
 
     def test_one_resolution_per_name(self) -> None:
         self.make()
-        self.discovery.start()
+        self.discovery.startService()
         self.assertEqual(self.resolver.asked, ["payments.internal"])
 
     def test_stop(self) -> None:
         self.make()
         self.resolver.hold = True
         self.resolver.answers["payments.internal"] = ["10.0.0.7"]
-        self.discovery.start()
-        self.discovery.stop()
+        self.discovery.startService()
+        self.discovery.stopService()
         self.resolver.release()
         self.clock.advance(50)
         self.assertEqual(self.urls(), ["http://payments.internal:8085/api"])
@@ -214,15 +214,15 @@ class DNSDiscoveryTests(SynchronousTestCase):
 
 
 class SiteDiscoveryTests(SynchronousTestCase):
-    def test_worker_when_dns(self) -> None:
+    def test_part_when_dns(self) -> None:
         gateway = MemoryGateway({"SERVICE_DISCOVERY": "dns"}).gateway
         self.assertIsNotNone(gateway.discovery)
-        self.assertIn(gateway.discovery, gateway.workers)
+        self.assertIn(gateway.discovery, gateway.parts)
 
-    def test_no_worker_when_static(self) -> None:
+    def test_no_part_when_static(self) -> None:
         gateway = MemoryGateway().gateway
         self.assertIsNone(gateway.discovery)
-        self.assertEqual([w for w in gateway.workers if isinstance(w, DNSDiscovery)], [])
+        self.assertEqual([p for p in gateway.parts if isinstance(p, DNSDiscovery)], [])
 
     def test_reactor_resolver_by_default(self) -> None:
         made = MemoryGateway({"SERVICE_DISCOVERY": "dns"})

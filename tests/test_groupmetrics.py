@@ -92,8 +92,8 @@ class FakeWorker:
         self.memory = MemoryGateway(ENV, answer=answer, metrics=Metrics(files=self.files))
         gauge = self.memory.gateway.instance_gauge
         assert gauge is not None
-        gauge.start()
-        test.addCleanup(gauge.stop)
+        gauge.startService()
+        test.addCleanup(gauge.stopService)
 
     def users(self, count: int) -> None:
         """

@@ -68,12 +68,12 @@ class TrafficTests(TestCase):
         self.assertIsNone(gateway.metrics)
         self.assertIsNone(gateway.metrics_listener)
         self.assertIs(type(gateway.site), GatewaySite)
-        self.assertEqual(len(gateway.workers), 3)  # verifier, store, health checker
+        self.assertEqual(len(gateway.parts), 3)  # verifier, store, health checker
 
     def test_wiring(self) -> None:
         gateway = self.memory.gateway
         self.assertIsInstance(gateway.site, MeteredSite)
-        self.assertIn(gateway.metrics_listener, gateway.workers)
+        self.assertIn(gateway.metrics_listener, gateway.parts)
 
     def test_known_traffic(self) -> None:
         send = self.memory.send
@@ -271,8 +271,8 @@ class JWKSFetchTests(TestCase):
             config, make_clock(), jwks_client=RefusingClient(), on_jwks_fetch=metrics.jwks_fetch
         )
         for verifier in (good, bad):
-            verifier.start()
-            self.addCleanup(verifier.stop)
+            verifier.startService()
+            self.addCleanup(verifier.stopService)
         stub.flush()
         samples = scrape(metrics)
         self.assertEqual(value(samples, "qeetgw_jwks_fetches_total", outcome="success"), 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
@@ -157,7 +158,7 @@ class StyleTests(SynchronousTestCase):
 
 
 @implementer(IRateLimitStore)
-class DownStore:
+class DownStore(Service):
     """
     A store that cannot count.
     """
@@ -167,12 +168,6 @@ class DownStore:
 
     def state(self) -> StoreState:
         return StoreState("redis", False, "down")
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class Through(Resource):

@@ -253,7 +253,7 @@ class InMemoryStoreTests(SynchronousTestCase):
 
     def ready_store(self, **kwargs: Any) -> Tuple[RedisStore, FakeEndpoint, Clock]:
         store, endpoint, clock = self.store(**kwargs)
-        store.start()
+        store.startService()
         endpoint.answer_handshake()
         self.assertTrue(store.state().healthy)
         return store, endpoint, clock
@@ -268,7 +268,7 @@ class InMemoryStoreTests(SynchronousTestCase):
 
     def test_handshake_authenticates_selects_and_loads_scripts_in_one_write(self) -> None:
         store, endpoint, _ = self.store(url="redis://alice:s%40cret@h:1/3")
-        store.start()
+        store.startService()
         self.assertEqual(
             endpoint.commands(),
             [
@@ -281,14 +281,14 @@ class InMemoryStoreTests(SynchronousTestCase):
 
     def test_password_alone_and_db_0(self) -> None:
         store, endpoint, _ = self.store(url="redis://:pw@h")
-        store.start()
+        store.startService()
         self.assertEqual([c[:2] for c in endpoint.commands()], [[b"AUTH", b"pw"], [b"SCRIPT", b"LOAD"], [b"SCRIPT", b"LOAD"]])
 
     def test_hits_fail_at_once_until_the_handshake_is_answered(self) -> None:
         events = capture_log(self)
         store, endpoint, _ = self.store()
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)
-        store.start()
+        store.startService()
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)
         self.assertEqual(store.state().healthy, False)
         self.assertEqual(store.state().detail, "connecting")
@@ -464,7 +464,7 @@ class InMemoryStoreTests(SynchronousTestCase):
     def test_failed_handshake_backs_off_too(self) -> None:
         events = capture_log(self)
         store, endpoint, clock = self.store(url="redis://:wrong@h")
-        store.start()
+        store.startService()
         for delay in (0.1, 0.2, 0.4, 0.8):
             connections = len(endpoint.connections)
             endpoint.commands()
@@ -479,7 +479,7 @@ class InMemoryStoreTests(SynchronousTestCase):
 
     def test_unanswered_handshake_is_dropped(self) -> None:
         store, endpoint, clock = self.store(connect_timeout_s=1.5)
-        store.start()
+        store.startService()
         clock.advance(1.499)
         self.assertFalse(endpoint.transport.disconnected)
         clock.advance(0.001)
@@ -499,7 +499,7 @@ class InMemoryStoreTests(SynchronousTestCase):
         events = capture_log(self)
         store, endpoint, _ = self.ready_store()
         in_flight = store.hit("k", BUDGET, "fixed")
-        self.successResultOf(store.stop())
+        self.successResultOf(store.stopService())
         self.assertFalse(endpoint.transport.connected)
         self.failureResultOf(in_flight, StoreUnavailable)
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)
@@ -508,7 +508,7 @@ class InMemoryStoreTests(SynchronousTestCase):
 
     def test_stop_before_start(self) -> None:
         store, _, _ = self.store()
-        self.successResultOf(store.stop())
+        self.successResultOf(store.stopService())
 
 
 # ---------------------------------------------------------------------------
@@ -566,8 +566,8 @@ class RealRedisTestCase(TestCase):
         A started store, stopped after the test; fires once it is ready.
         """
         store = RedisStore(url, self.prefix, timeout_ms, reactor, **kwargs)
-        store.start()
-        self.addCleanup(store.stop)
+        store.startService()
+        self.addCleanup(store.stopService)
         yield wait_for(lambda: store.state().healthy, 5, "connected")
         return store
 
@@ -706,8 +706,8 @@ class UnreachableRedisTests(RealRedisTestCase):
     @inlineCallbacks
     def test_refused_connection_fails_at_once_and_says_why(self) -> None:
         store = RedisStore(f"redis://127.0.0.1:{free_port()}", self.prefix, 2000, reactor)
-        store.start()
-        self.addCleanup(store.stop)
+        store.startService()
+        self.addCleanup(store.stopService)
         yield wait_for(lambda: "refused" in store.state().detail, 5, "refused")
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)
         self.assertFalse(store.state().healthy)
@@ -730,8 +730,8 @@ class UnreachableRedisTests(RealRedisTestCase):
     def test_server_that_never_answers_is_never_ready(self) -> None:
         port = self.listen(answer_handshake=False)
         store = RedisStore(f"redis://127.0.0.1:{port}", self.prefix, 200, reactor, connect_timeout_s=0.3)
-        store.start()
-        self.addCleanup(store.stop)
+        store.startService()
+        self.addCleanup(store.stopService)
         yield wait_for(lambda: len(self.accepted) >= 2, 5, "reconnected after the set-up timed out")
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)
         self.assertIn("no answer from Redis within 0.3 s", store.state().detail)
@@ -804,8 +804,8 @@ class PrivateRedisStoreTests(RealRedisTestCase):
     def test_wrong_password_is_one_outage(self) -> None:
         server = yield RedisServer.started(self, ["--requirepass", "right"])
         store = RedisStore(f"redis://:hunter2@127.0.0.1:{server.port}", self.prefix, 500, reactor)
-        store.start()
-        self.addCleanup(store.stop)
+        store.startService()
+        self.addCleanup(store.stopService)
         yield wait_for(lambda: "WRONGPASS" in store.state().detail, 5, "refused")
         yield sleep(0.5)  # a few retries
         self.failureResultOf(store.hit("k", BUDGET, "fixed"), StoreUnavailable)

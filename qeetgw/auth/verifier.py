@@ -26,6 +26,7 @@ from typing import (
 
 import attrs
 import jwt
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
@@ -156,7 +157,7 @@ _SIGNATURE_ONLY: "Options" = {
 _PYJWT = jwt.PyJWT()
 
 
-class TokenVerifier:
+class TokenVerifier(Service):
     """
     Verifies bearer tokens: L{verify} fires with the caller's L{Identity}
     or fails with L{TokenRejected}.
@@ -165,7 +166,12 @@ class TokenVerifier:
     or a fetched JWKS key), is answered synchronously, with an
     already-fired L{Deferred}; only a token naming an unknown JWKS key waits
     for a fetch.
+
+    A Twisted service: while it runs, the JWKS (when one is configured) is
+    fetched in the background.
     """
+
+    name = "token-verifier"
 
     def __init__(
         self,
@@ -242,17 +248,20 @@ class TokenVerifier:
         """
         return len(self._cache)
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
         Start background work: fetching the JWKS, when one is configured.
         """
+        super().startService()
         if self._jwks is not None:
             self._jwks.start()
 
-    def stop(self) -> None:
+    def stopService(self) -> None:
         """
-        Stop background work.
+        Stop background work (a fetch in flight is cancelled: nothing to
+        wait for).
         """
+        super().stopService()
         if self._jwks is not None:
             self._jwks.stop()
 

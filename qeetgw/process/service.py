@@ -3,16 +3,21 @@ The gateway as a Twisted service: listening, and a graceful drain on stop.
 
 twistd stops the service tree on SIGTERM and SIGINT; stopping this service
 stops accepting connections, lets in-flight requests finish for up to
-SHUTDOWN_GRACE_MS, closes the rest and the upstream pool, and twistd then
-exits 0.
+SHUTDOWN_GRACE_MS, closes the rest, stops its children and closes the
+upstream pool, and twistd then exits 0.
+
+The gateway's parts with a lifetime of their own (the token verifier, the
+rate-limit store, the metrics listener, DNS discovery, the health checker)
+are Twisted services, children of this one: started with it, in order, and
+stopped after the drain.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import deferLater
@@ -27,9 +32,10 @@ from qeetgw.server import GatewaySite
 log = Logger()
 
 
-class GatewayService(Service):
+class GatewayService(MultiService):
     """
-    Listens on C{endpoint} with C{site}; drains on stop.
+    Listens on C{endpoint} with C{site}; drains on stop, then stops its
+    children (the parts).
 
     @param endpoint: a Twisted server endpoint description, or an endpoint
         (a worker's adopted socket).
@@ -41,11 +47,11 @@ class GatewayService(Service):
     @param reactor: the reactor to listen with.
     @param delay: seconds to keep serving after a stop begins, not ready
         (SHUTDOWN_DELAY_MS), before listening stops.
-    @param workers: parts with background work of their own (the token
-        verifier's JWKS fetches, the Redis store's connection), started and
-        stopped with the service through their C{start} and C{stop}; one
-        with a C{listen_at_once} (the metrics listener) binds its port with
-        the gateway's.
+    @param parts: the gateway's parts with a lifetime of their own, as
+        services (L{qeetgw.site.Gateway.parts}): they become this service's
+        children, started in this order after it binds its port (the
+        metrics listener binds its own in L{privilegedStartService} too),
+        and stopped once the drain is over.
     @param daemon: whether twistd runs as a daemon, which changes how a
         failure to listen ends the process (L{qeetgw.process.startup}).
     """
@@ -58,7 +64,7 @@ class GatewayService(Service):
         grace: float,
         observer: Optional[ILogObserver] = None,
         reactor: Any = None,
-        workers: Sequence[Any] = (),
+        parts: Sequence[IService] = (),
         delay: float = 0.0,
         daemon: bool = False,
     ) -> None:
@@ -66,6 +72,7 @@ class GatewayService(Service):
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        super().__init__()
         self.site = site
         self._reactor = reactor
         if isinstance(endpoint, str):
@@ -76,12 +83,13 @@ class GatewayService(Service):
         self._pool = pool
         self._grace = grace
         self._observer = observer
-        self._workers = tuple(workers)
         self._delay = delay
         self.port: Optional[IListeningPort] = None
         self._daemon = daemon
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
+        for part in parts:
+            part.setServiceParent(self)
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd gives us its Application; an ILogObserver component on it is
@@ -92,31 +100,31 @@ class GatewayService(Service):
 
     def privilegedStartService(self) -> None:
         """
-        Bind the gateway's port, and the metrics port of a part that has
-        one, now: twistd calls this before it sheds privileges (so a port
-        below 1024 works with --uid) and before the reactor runs, the one
-        moment a failure can still end the process with status 1 (see
-        L{qeetgw.process.startup}).
+        Bind the gateway's port, and those of children that have one (the
+        metrics listener), now: twistd calls this before it sheds
+        privileges (so a port below 1024 works with --uid) and before the
+        reactor runs, the one moment a failure can still end the process
+        with status 1 (see L{qeetgw.process.startup}).
         """
-        super().privilegedStartService()
         try:
             port = listen_at_once(self._endpoint, self.site, self._description)
-            for worker in self._workers:
-                bind = getattr(worker, "listen_at_once", None)
-                if bind is not None:
-                    bind()
+            super().privilegedStartService()
         except CannotListen as error:
             fail_start_up(error, self._daemon)
         self._listened(port)
 
     def startService(self) -> None:
         """
-        Start the workers, and listen unless L{privilegedStartService} did
+        Start the children, and listen unless L{privilegedStartService} did
         (tests and the --workers worker start the service without it).
         """
-        super().startService()
-        for worker in self._workers:
-            worker.start()
+        try:
+            super().startService()
+        except CannotListen as error:
+            # A child's port (METRICS_PORT) that privilegedStartService did
+            # not bind: as for the gateway's own port below.
+            self._give_up(error, Failure(error))
+            return
         if self.port is None and not self.listening.called:
             self._endpoint.listen(self.site).addCallbacks(self._listened, self._cannot_listen)
 
@@ -138,9 +146,16 @@ class GatewayService(Service):
     def _cannot_listen(self, reason: Failure) -> None:
         """
         Listening failed once the service was started outside twistd's
-        start-up: say so, fail L{listening}, and stop the reactor.
+        start-up: give up.
         """
-        log_cannot_listen(CannotListen("on", self._description, reason.getErrorMessage()))
+        self._give_up(CannotListen("on", self._description, reason.getErrorMessage()), reason)
+
+    def _give_up(self, error: CannotListen, reason: Failure) -> None:
+        """
+        A port could not be bound once the service was started outside
+        twistd's start-up: say so, fail L{listening}, and stop the reactor.
+        """
+        log_cannot_listen(error)
         self.listening.errback(reason)
         if self._reactor.running:
             self._reactor.stop()
@@ -150,9 +165,10 @@ class GatewayService(Service):
         """
         Drain in order: not ready at once; keep serving for the shutdown
         delay (load balancers take a moment to notice); stop listening;
-        let in-flight requests finish within the grace; close the pool.
+        let in-flight requests finish within the grace; stop the children
+        (the metrics stay served while the drain goes on) and wait for the
+        L{Deferred} each C{stopService} returns; close the pool.
         """
-        super().stopService()
         self.site.readiness.draining = True
         log.info(
             "draining: not ready; serving {delay}s more, then {count} requests in flight get {grace}s",
@@ -165,8 +181,10 @@ class GatewayService(Service):
         if self.port is not None:
             yield self.port.stopListening()
         yield self.site.drain(self._grace)
-        for worker in self._workers:
-            yield maybeDeferred(worker.stop)
+        # MultiService: every child is stopped, the last started first, and
+        # all are waited for; one that fails to stop neither blocks the
+        # others nor this drain (its failure is logged as unhandled).
+        yield super().stopService()
         if self._pool is not None:
             yield self._pool.closeCachedConnections()
         # twistd re-raises the SIGTERM/SIGINT that stopped it once the reactor

@@ -17,15 +17,23 @@ As a daemon, twistd's parent process waits for its child to report through
 a pipe, and it reports only an exception (SystemExit would leave the parent
 waiting forever): there the error is raised, twistd writes it to the pipe,
 removes its pid file, and the parent prints it and exits 1.
+
+A port that belongs to a service of its own (METRICS_PORT, a
+C{strports.service}) is bound the same way: its endpoint is a
+L{StartUpEndpoint}, which listens at once or fails with L{CannotListen}, and
+C{strports.service} raises a failure that comes out of the endpoint at once
+from the service's C{privilegedStartService}.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, NoReturn
+from typing import Any, Callable, List, NoReturn, Optional
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 log = Logger()
 
@@ -68,6 +76,50 @@ def listen_at_once(
         raise CannotListen(purpose, description, outcome[0].getErrorMessage())
     port: IListeningPort = outcome[0]
     return port
+
+
+@implementer(IStreamServerEndpoint)
+class StartUpEndpoint:
+    """
+    The endpoint of a listening service whose port is bound at start-up:
+    it listens at once (L{listen_at_once}) or fails with L{CannotListen},
+    and calls C{listened} with each port it listens on (to say where).
+
+    @param endpoint: the endpoint it listens with.
+    @param description: the endpoint's description, for the error.
+    @param purpose: what the port is for; see L{CannotListen.purpose}.
+    @param listened: called with the port once listening.
+    @ivar port: the port it listened on last, or L{None}.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        description: str,
+        purpose: str,
+        listened: Callable[[IListeningPort], None],
+    ) -> None:
+        self._endpoint = endpoint
+        self._description = description
+        self._purpose = purpose
+        self._listened = listened
+        self.port: Optional[IListeningPort] = None
+
+    def listen(self, factory: IProtocolFactory) -> "Deferred[IListeningPort]":
+        """
+        Listen with C{factory}: an already fired L{Deferred}, with the port
+        or a L{CannotListen}.
+        """
+        try:
+            port = listen_at_once(self._endpoint, factory, self._description, self._purpose)
+        except CannotListen as error:
+            return fail(error)
+        self.port = port
+        self._listened(port)
+        return succeed(port)
+
+    def __repr__(self) -> str:
+        return f"<StartUpEndpoint {self._description}>"
 
 
 def log_cannot_listen(error: CannotListen) -> None:

@@ -34,6 +34,7 @@ import socket
 import sys
 from typing import Any, Dict, Mapping, Optional
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
@@ -46,7 +47,7 @@ from twisted.python.failure import Failure
 
 from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
-from qeetgw.metrics import MetricsListener
+from qeetgw.metrics import metrics_service
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.process.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
 
@@ -145,7 +146,9 @@ class Supervisor(Service):
         self.metrics_port = metrics_port
         self._metrics_parent = metrics_parent
         self.metrics: Optional[GroupMetrics] = None
-        self.metrics_listener: Optional[MetricsListener] = None
+        #: The service that serves them (L{metrics_service}), started at
+        #: once and stopped once every worker has exited.
+        self.metrics_listener: Optional[StreamServerEndpointService] = None
         #: The port bound at start-up, before it is handed to the workers.
         self._bound: Optional[IListeningPort] = None
         self._daemon = daemon
@@ -230,9 +233,10 @@ class Supervisor(Service):
             directory is removed again).
         """
         metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
-        listener = MetricsListener(description, metrics.registry, self.reactor)
+        listener = metrics_service(description, metrics.registry, self.reactor)
         try:
-            listener.listen_at_once()
+            # Binds now, or raises CannotListen (qeetgw.process.startup).
+            listener.startService()
         except CannotListen:
             metrics.directory.remove()
             raise
@@ -340,7 +344,7 @@ class Supervisor(Service):
         # The metrics stay served while the workers drain; once they have
         # all exited nothing writes the files any more.
         if self.metrics_listener is not None:
-            yield self.metrics_listener.stop()
+            yield self.metrics_listener.stopService()
         if self.metrics is not None:
             self.metrics.directory.remove()
         # As GatewayService: an orderly stop is exit 0, not "killed by SIGTERM".

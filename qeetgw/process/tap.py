@@ -158,7 +158,7 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
         # (stdout with --nodaemon, twistd.log otherwise).
         observer=observer,
         reactor=reactor,
-        workers=gateway.workers,
+        parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
         daemon=daemon,
     )

@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         gateway.upstreams.pool,
         grace=config.shutdown_grace_ms / 1000,
         reactor=reactor,
-        workers=gateway.workers,
+        parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
     )
     service.startService()

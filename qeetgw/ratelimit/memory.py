@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Dict, Tuple
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
@@ -25,13 +26,15 @@ _Entry = Tuple[int, int, int]
 
 
 @implementer(IRateLimitStore)
-class MemoryStore:
+class MemoryStore(Service):
     """
     Counters in this process's memory (RATE_LIMIT_STORE=memory).
 
     @param clock: the clock windows are measured with.
     @param max_keys: the most keys kept at once (RATE_LIMIT_MEMORY_MAX_KEYS).
     """
+
+    name = "rate-limit-store"
 
     def __init__(self, clock: IReactorTime, max_keys: int = 100_000) -> None:
         self._clock = clock
@@ -120,13 +123,15 @@ class MemoryStore:
         """
         return StoreState("memory", True, f"{self._size()} keys")
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
         Nothing runs in the background: expired windows go as hits arrive.
         """
+        super().startService()
 
-    def stop(self) -> "Deferred[None]":
+    def stopService(self) -> "Deferred[None]":
         """
         Nothing to stop.
         """
+        super().stopService()
         return succeed(None)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, Optional
 
 import attrs
 from twisted.application.internet import ClientService
+from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -242,9 +243,12 @@ class _Outage:
 
 
 @implementer(IRateLimitStore)
-class RedisStore:
+class RedisStore(Service):
     """
     Counts hits in Redis, so that every replica shares one limit.
+
+    Connected while the service runs (a L{ClientService} of its own,
+    reconnecting with backoff).
 
     @param url: C{redis://[[user]:password@]host[:port][/db]}.
     @param prefix: put before every key, so counters never meet other data.
@@ -260,6 +264,8 @@ class RedisStore:
 
     @raise ValueError: for a bad URL or a timeout that is not positive.
     """
+
+    name = "rate-limit-store"
 
     def __init__(
         self,
@@ -298,12 +304,13 @@ class RedisStore:
         self._calls_sent = 0
         self._last_failure = 0
 
-    # IRateLimitStore
+    # IRateLimitStore (and IService)
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
-        Connect, and keep reconnecting with backoff until L{stop}.
+        Connect, and keep reconnecting with backoff until L{stopService}.
         """
+        super().startService()
         if self._service is not None:
             return
         self._detail = "connecting"
@@ -315,11 +322,12 @@ class RedisStore:
         )
         self._service.startService()
 
-    def stop(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[None]:
         """
         Stop reconnecting and close the connection; fire when it is closed.
         Hits in flight fail with L{StoreUnavailable}.
         """
+        super().stopService()
         service, self._service = self._service, None
         if service is None:
             return succeed(None)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
 
 Algorithm = Literal["fixed", "sliding"]
 
@@ -73,9 +73,13 @@ class StoreState:
     detail: str = ""
 
 
-class IRateLimitStore(Interface):
+class IRateLimitStore(IService):
     """
     Counts hits per key and budget.
+
+    A Twisted service, started and stopped with the gateway: its background
+    work (Redis's connection) runs while it runs, and its C{stopService}
+    fires once its connections are closed.
     """
 
     def hit(key: str, budget: Budget, algorithm: Algorithm) -> "Deferred[Count]":
@@ -88,14 +92,4 @@ class IRateLimitStore(Interface):
     def state() -> StoreState:
         """
         The store's state now.
-        """
-
-    def start() -> None:
-        """
-        Start background work (connecting, sweeping).
-        """
-
-    def stop() -> "Deferred[None]":
-        """
-        Stop background work and close connections.
         """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -38,7 +39,7 @@ from qeetgw.upstream.services import ServiceUpstream
 _log = Logger()
 
 
-class ActiveHealthChecker:
+class ActiveHealthChecker(Service):
     """
     Probes every instance's health path every C{interval_ms}, concurrently,
     and records each outcome into the instance's L{InstanceSet}.
@@ -48,10 +49,12 @@ class ActiveHealthChecker:
     up probes.  Each probe is bounded by its service's proxy timeout, and an
     instance has at most one probe in flight, whoever asked for it.
 
-    Started and stopped with the gateway (one of L{qeetgw.site.Gateway}'s
-    workers); the first round starts at once.  Its L{check_all} is what
-    C{/health/services} asks.
+    A Twisted service, started and stopped with the gateway (one of
+    L{qeetgw.site.Gateway}'s parts); the first round starts at once.  Its
+    L{check_all} is what C{/health/services} asks.
     """
+
+    name = "health-checks"
 
     def __init__(
         self,
@@ -90,20 +93,22 @@ class ActiveHealthChecker:
         #: Rounds completed, for tests and the curious.
         self.rounds = 0
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
         Start probing, with a first round now: until an instance has a
         result, it is C{unknown}.
         """
+        super().startService()
         if not self._loop.running:
             self._loop.start(self._interval, now=True)
 
-    def stop(self) -> "Deferred[None]":
+    def stopService(self) -> "Deferred[None]":
         """
         Stop probing and give up the probes in flight, so that a hung probe
         holds neither the shutdown nor a connection.  Fires once they have
         ended.
         """
+        super().stopService()
         if self._loop.running:
             self._loop.stop()
         probes = list(self._probing.values())
@@ -176,7 +181,7 @@ class ActiveHealthChecker:
 
         def record(result: ProbeResult) -> None:
             if result.cancelled:
-                # Given up by stop(): says nothing about the instance.
+                # Given up by stopService(): says nothing about the instance.
                 return
             changed = upstream.instances.record_check(
                 instance, result.ok, result.latency_ms, result.error

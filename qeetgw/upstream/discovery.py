@@ -27,6 +27,7 @@ from ipaddress import ip_address
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -97,15 +98,17 @@ class _Collector:
             self.done.callback(self.addresses)
 
 
-class DNSDiscovery:
+class DNSDiscovery(Service):
     """
     Re-resolves every instance host name of every service every
     C{refresh_ms}, and updates each service's instances from the answers.
 
     One round at a time: a tick that comes while a resolution is still
-    pending is skipped.  Started and stopped with the gateway (one of
-    L{qeetgw.site.Gateway}'s workers).
+    pending is skipped.  A Twisted service, started and stopped with the
+    gateway (one of L{qeetgw.site.Gateway}'s parts).
     """
+
+    name = "dns-discovery"
 
     def __init__(
         self,
@@ -154,19 +157,21 @@ class DNSDiscovery:
                     names.append(host)
         return names
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """
         Resolve at once, then every interval.  Until a name's first answer
         its configured URL is used as it is.
         """
+        super().startService()
         self._stopped = False
         if not self._loop.running:
             self._loop.start(self._interval, now=True)
 
-    def stop(self) -> "Deferred[None]":
+    def stopService(self) -> "Deferred[None]":
         """
         Stop resolving; an answer still on its way is ignored.
         """
+        super().stopService()
         self._stopped = True
         if self._loop.running:
             self._loop.stop()

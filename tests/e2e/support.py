@@ -88,7 +88,7 @@ def start_gateway(test: TestCase, env: Mapping[str, str]) -> Any:
         gateway.site,
         gateway.upstreams.pool,
         config.shutdown_grace_ms / 1000,
-        workers=gateway.workers,
+        parts=gateway.parts,
     )
     service.startService()
     port = yield service.listening

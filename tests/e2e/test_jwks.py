@@ -127,8 +127,8 @@ class JWKSRotationTests(TestCase):
             }
         )
         verifier = TokenVerifier(config, clock, jwks_client=make_jwks_client(reactor))
-        verifier.start()
-        self.addCleanup(verifier.stop)
+        verifier.startService()
+        self.addCleanup(verifier.stopService)
         return verifier
 
     @inlineCallbacks

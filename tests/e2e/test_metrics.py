@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any, Dict, FrozenSet, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import error
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
-from qeetgw.metrics import MetricsListener
 from tests.e2e.support import (
     closed_port_url,
     fetch,
@@ -53,10 +53,10 @@ class MetricsEndToEndTests(TestCase):
             PAYMENT_SERVICE_URL=closed_port_url(),
         )
         service, port = yield start_gateway(self, env)
-        # GatewayService keeps its parts private; the metrics listener is
-        # the one with a listening Deferred.
-        [listener] = [w for w in service._workers if isinstance(w, MetricsListener)]
-        metrics_port = (yield listener.listening).getHost().port
+        # The metrics listener is the gateway service's child "metrics"; its
+        # endpoint keeps the port it bound at start.
+        listener = service.getServiceNamed("metrics")
+        metrics_port = listener.endpoint.port.getHost().port
         self.assertNotEqual(metrics_port, port)
 
         for n in range(3):
@@ -105,7 +105,8 @@ class MetricsEndToEndTests(TestCase):
         self.assertEqual(samples[("qeetgw_client_connections_open", frozenset())], 0)
         self.assertIn(("process_cpu_seconds_total", frozenset()), samples)
 
-        # Stopping closes the metrics port (the service's own stop, in the
-        # clean-up, then finds nothing left to stop).
-        yield listener.stop()
-        self.assertIsNone(listener.port)
+        # Stopping closes the metrics port (the gateway's own stop, in the
+        # clean-up, then stops it again, harmlessly).
+        yield listener.stopService()
+        with self.assertRaises(error.ConnectionRefusedError):
+            yield fetch(metrics_port, request(b"GET", b"/metrics"))
