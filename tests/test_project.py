@@ -96,6 +96,29 @@ class ImportTests(SynchronousTestCase):
         self.assertEqual(found, [])
         self.assertIn("qeetgw.upstream.proxy", graph)
 
+    def test_the_gateway_never_imports_twisted_test_doubles(self) -> None:
+        """
+        C{twisted.internet.testing} (C{MemoryReactor} and the other doubles)
+        is for tests: the gateway checks its endpoint descriptions without it.
+        """
+        found: List[str] = []
+        for folder, folders, files in os.walk(os.path.join(PROJECT_ROOT, "qeetgw")):
+            folders[:] = [f for f in folders if f != "__pycache__"]
+            for name in (name for name in files if name.endswith(".py")):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as opened:
+                    tree = ast.parse(opened.read(), path)
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.ImportFrom):
+                        modules = [node.module or ""]
+                    elif isinstance(node, ast.Import):
+                        modules = [alias.name for alias in node.names]
+                    else:
+                        continue
+                    if any(module.startswith("twisted.internet.testing") for module in modules):
+                        found.append(os.path.relpath(path, PROJECT_ROOT))
+        self.assertEqual(found, [])
+
 
 class ProjectFileTests(SynchronousTestCase):
     """

@@ -14,7 +14,7 @@ from typing import List, Mapping, Optional
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-import qeetgw.config
+import qeetgw
 from qeetgw.config import VARIABLES
 from qeetgw.process.tap import Options
 
@@ -22,7 +22,7 @@ from qeetgw.process.tap import Options
 NO_AUTH: Mapping[str, str] = {"REQUIRE_AUTH": "false"}
 
 #: The project's root directory, for the twistd subprocess's PYTHONPATH.
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(qeetgw.config.__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(qeetgw.__file__)))
 
 
 class OptionsTests(SynchronousTestCase):
