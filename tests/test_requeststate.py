@@ -13,7 +13,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from qeetgw.config import ServiceConfig
 from qeetgw.paths import BadTarget
 from qeetgw.requeststate import (
     RequestState,
@@ -27,17 +26,10 @@ from qeetgw.server import GatewayRequest, GatewaySite
 from qeetgw.upstream.routes import Route, RouteTable
 from tests.gateway import MemoryGateway
 from tests.memory import Connection, get
+from tests.test_app import USER
 from tests.test_metrics import bearer, scrape, value
 
-USERS = ServiceConfig(
-    name="user-service",
-    client_prefix="/api/v1/users",
-    upstream_prefix="/users",
-    url="http://users.test",
-    health_path="/actuator/health",
-    url_variable="USER_SERVICE_URL",
-)
-ROUTES = RouteTable.from_services([USERS])
+ROUTES = RouteTable.from_services([USER])
 
 
 def dummy(uri: bytes) -> DummyRequest:
