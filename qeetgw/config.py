@@ -5,7 +5,8 @@ Everything the gateway reads from its environment, its ``.env`` file and its
 ``twistd qeetgw`` options ends up in a L{Config}.  Nothing else in qeetgw
 reads the environment; nothing changes a L{Config} after it is built.
 
-This module imports nothing of qeetgw's, so every other module may use it.
+This module imports nothing of qeetgw's but L{qeetgw.twistedcompat} (which
+imports nothing of ours), so every other module may use it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import attrs
 from cryptography import x509
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.testing import MemoryReactor
+
+from qeetgw.twistedcompat import server_endpoint_port
 
 IPNetwork = Union[IPv4Network, IPv6Network]
 
@@ -842,8 +845,8 @@ def _endpoint(text: str) -> str:
             f"({_one_line(error)})"
         )
     # Twisted does not range-check a TCP port until it listens.
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
+    port = server_endpoint_port(endpoint)
+    if port is not None and not 0 <= port <= 65535:
         raise _Invalid("must have a port from 0 to 65535")
     return description
 
