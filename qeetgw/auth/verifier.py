@@ -28,7 +28,9 @@ import attrs
 import jwt
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from zope.interface import implementer
 
+from qeetgw.auth import IVerifier
 from qeetgw.auth.claims import (
     ClaimPolicy,
     Identity,
@@ -156,6 +158,7 @@ _SIGNATURE_ONLY: "Options" = {
 _PYJWT = jwt.PyJWT()
 
 
+@implementer(IVerifier)
 class TokenVerifier:
     """
     Verifies bearer tokens: L{verify} fires with the caller's L{Identity}
