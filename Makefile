@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with python3:
 #   make run    start the gateway (bootstraps .venv first)
 #   make test   run the whole test suite with trial (bootstraps .venv first)
+# and, for CI: make test-oldest, the suite on the oldest supported versions.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,8 +37,26 @@ echo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/trial --jobs=2 $(TRIAL_ARGS)
 
+# The suite on the oldest versions qeetgw supports (constraints-oldest.txt:
+# each install_requires at its lower bound), in a venv of its own; `make
+# test` runs it on the newest.  CI runs both.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_BIN := $(OLDEST_VENV)/bin
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+
+.PHONY: test-oldest
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_BIN)/trial --jobs=2 $(TRIAL_ARGS)
+
+$(OLDEST_STAMP): setup.py pyproject.toml constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(OLDEST_BIN)/pip install --quiet --constraint constraints-oldest.txt \
+	  --editable '.[test]' --config-settings editable_mode=compat
+	touch $(OLDEST_STAMP)
+
 clean:
-	rm -rf $(VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(OLDEST_VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
 
 # The benchmark (bench/run.py; never part of `make test`): qeetgw against nginx
 # and the Express gateway's stack, with wrk on loopback.  Installs wrk, nginx

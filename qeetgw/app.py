@@ -26,7 +26,7 @@ from qeetgw.correlation import correlation_id
 from qeetgw.errors import JSON_CONTENT_TYPE, GatewayError, dumps, not_found, render_error
 from qeetgw.ratelimit.store import StoreState
 from qeetgw.readiness import Readiness
-from qeetgw.upstream.health import HealthReport, HealthSource, iso_timestamp
+from qeetgw.upstream.health import HealthReport, IHealthSource, iso_timestamp
 
 _log = Logger()
 
@@ -114,7 +114,7 @@ class GatewayApp:
     def __init__(
         self,
         config: Config,
-        health: HealthSource,
+        health: IHealthSource,
         clock: IReactorTime,
         version: str,
         rate_limit_state: Optional[Callable[[], StoreState]] = None,

@@ -47,20 +47,10 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-
-# Private names of twisted.web, used to judge chunk-size lines as they are
-# read (see _LimitedChunkedDecoder): the chunked decoder HTTPChannel makes
-# for a chunked body, and the error its dataReceived raises for a malformed
-# body (HTTPChannel.rawDataReceived answers that error with a bare 400).
-from twisted.web.http import (
-    HTTPChannel,
-    _ChunkedTransferDecoder,
-    _MalformedChunkedDataError,
-    datetimeToString,
-)
+from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 from zope.interface import alsoProvides
 
 from qeetgw.clientlimits import (
@@ -85,6 +75,12 @@ from qeetgw.errors import GatewayError, render_error
 from qeetgw.logging import access_event
 from qeetgw.readiness import Readiness
 from qeetgw.requeststate import RequestState, attach_state, resolve_route, state_of
+from qeetgw.twistedcompat import (
+    ChunkedDecoder,
+    HookedHTTPChannel,
+    HookedRequest,
+    MalformedChunkedData,
+)
 from qeetgw.upstream.routes import RouteTable
 
 log = Logger()
@@ -111,7 +107,7 @@ class _Discard:
         pass
 
 
-class GatewayRequest(Request):
+class GatewayRequest(HookedRequest):
     """
     A request of the gateway.  See the module docstring for what differs
     from L{twisted.web.server.Request}.
@@ -232,13 +228,12 @@ class GatewayRequest(Request):
                 site.log(self, finished=False)
             site.request_done(self)
 
-    def _cleanup(self) -> None:
-        site: GatewaySite = self.channel.site
-        super()._cleanup()
+    def cleaned_up(self, channel: HTTPChannel) -> None:
+        site: GatewaySite = channel.site
         site.request_done(self)
 
 
-class _ChunkSizeTooLong(_MalformedChunkedDataError):
+class _ChunkSizeTooLong(MalformedChunkedData):
     """
     A chunk-size of more than L{MAX_CHUNK_SIZE_DIGITS} hex digits.
     """
@@ -248,7 +243,7 @@ class _ChunkSizeTooLong(_MalformedChunkedDataError):
 _TOO_MANY_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{%d}" % (MAX_CHUNK_SIZE_DIGITS + 1,))
 
 
-class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
+class _LimitedChunkedDecoder(ChunkedDecoder):
     """
     twisted.web's chunked decoder, which also judges each chunk-size line
     as it is read: more than L{MAX_CHUNK_SIZE_DIGITS} hex digits raises
@@ -270,18 +265,12 @@ class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
         super().__init__(dataCallback, finishCallback)
         self._declared = declared
 
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        # Private hook of _ChunkedTransferDecoder: its dataReceived calls
-        # _dataReceived_<state>, and in state CHUNK_LENGTH self._buffer
-        # starts with the chunk-size line (complete or not); on success the
-        # line is consumed and self.length is the size just read.
-        if _TOO_MANY_HEX_DIGITS.match(self._buffer):
+    def check_chunk_size_line(self, line: bytearray) -> None:
+        if _TOO_MANY_HEX_DIGITS.match(line):
             raise _ChunkSizeTooLong("chunk size over %d hex digits" % (MAX_CHUNK_SIZE_DIGITS,))
-        if not super()._dataReceived_CHUNK_LENGTH():
-            return False
-        if self.state == "BODY":
-            self._declared(self.length)
-        return True
+
+    def chunk_size_read(self, length: int) -> None:
+        self._declared(length)
 
 
 # What a connection is doing, which decides what its one timer means.
@@ -293,7 +282,7 @@ _LINGERING = "lingering"  # refused and half-closed: reading and discarding
 _CLOSING = "closing"  # we closed: abort if the client does not let go
 
 
-class GatewayChannel(HTTPChannel):
+class GatewayChannel(HookedHTTPChannel):
     """
     An HTTP channel that can answer a request before its body has arrived
     (the 413 of an over-size body) and then ignore the rest of the body, and
@@ -348,7 +337,7 @@ class GatewayChannel(HTTPChannel):
         self.setTimeout(self.abortTimeout)
         # These three are the channel's record of the request line; the
         # request itself only learns them when the whole body has arrived.
-        request.requestReceived(self._command, self._path, self._version)
+        request.requestReceived(*self.request_line())
 
     _host: Optional[IAddress] = None
 
@@ -434,22 +423,22 @@ class GatewayChannel(HTTPChannel):
         self._head = None
         if self._refused:
             return  # 413, answered as the length became known
-        # HTTPChannel chose the body's decoder (_transferDecoder, private)
-        # from the framing headers; a chunked body gets ours, which judges
-        # each chunk-size line as it is read.  No byte of the body has been
-        # fed to it yet.
-        decoder = self._transferDecoder
-        if type(decoder) is _ChunkedTransferDecoder:
+        # HTTPChannel chose the body's decoder from the framing headers; a
+        # chunked body gets ours, which judges each chunk-size line as it is
+        # read.  No byte of the body has been fed to it yet.
+        def limited(
+            data: Callable[[bytes], None], finish: Callable[[bytes], None]
+        ) -> ChunkedDecoder:
             request: GatewayRequest = self.requests[-1]
-            self._transferDecoder = _LimitedChunkedDecoder(
-                decoder.dataCallback, decoder.finishCallback, request.chunk_declared
-            )
+            return _LimitedChunkedDecoder(data, finish, request.chunk_declared)
+
+        self.replace_chunked_decoder(limited)
         if self.length != 0:
             self._phase = _BODY
             self.setTimeout(self._limits.body_timeout)
 
     def rawDataReceived(self, data: bytes) -> None:
-        if self._handlingRequest:
+        if self.handling_request():
             # (Pipelined bytes, kept until the request is answered.)
             super().rawDataReceived(data)
             return
@@ -457,18 +446,18 @@ class GatewayChannel(HTTPChannel):
         # answers.  The only bad request found in a body is a malformed
         # chunked encoding (an invalid chunk size, a missing CRLF).
         try:
-            self._transferDecoder.dataReceived(data)
+            self.decode_body(data)
         except _ChunkSizeTooLong:
             self._refuse(chunk_size_too_long())
-        except _MalformedChunkedDataError:
+        except MalformedChunkedData:
             self._refuse(bad_request("invalid chunked body"))
 
     def allContentReceived(self) -> None:
         if self._refused:
             # The refused request was already answered.  HTTPChannel put the
-            # bytes after its body in its pipeline buffer (_dataBuffer,
-            # private), which a refused connection never parses.
-            self._dataBuffer = []
+            # bytes after its body in its pipeline buffer, which a refused
+            # connection never parses.
+            self.drop_pipelined_data()
             return
         self._phase = _HANDLING
         self._head = None
@@ -480,7 +469,7 @@ class GatewayChannel(HTTPChannel):
             # Idle again: HTTPChannel restores the "saved" timeout, which
             # must be the keep-alive one, not the deadline of the request.
             self._phase = _IDLE
-            self._savedTimeOut = self._limits.keepalive_timeout
+            self.set_timeout_after_request(self._limits.keepalive_timeout)
         else:
             self._phase = _CLOSING
             self.setTimeout(self.abortTimeout)
@@ -508,7 +497,7 @@ class GatewayChannel(HTTPChannel):
             self.setTimeout(self.abortTimeout)
             self.loseConnection()
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def bad_request_received(self) -> None:
         # twisted.web's answer is a bare "400 Bad Request" without a body.
         self._refuse(bad_request(self._bad_request_reason))
 
@@ -571,15 +560,14 @@ class GatewayChannel(HTTPChannel):
         self._linger_deadline = self._linger_started + limits.linger_time
         # Nothing the client sent is parsed or kept from here on: not the
         # line buffer (LineReceiver's), not the pipelined bytes HTTPChannel
-        # keeps while it answers (_dataBuffer, private), not a refused body.
+        # keeps while it answers, not a refused body.
         self.clearLineBuffer()
-        self._dataBuffer = []
+        self.drop_pipelined_data()
         for request in self.requests:
             request.drop_body()
         # Stop being the transport's producer, as HTTPChannel.loseConnection
         # does, and have it read: a full send buffer may have paused it.
-        self._networkProducer.unregisterProducer()
-        self._networkProducer.resumeProducing()
+        self.release_transport()
         # Counted and timed before the transport is touched, in case closing
         # it ends the connection there and then.
         self.site.linger_started(self)

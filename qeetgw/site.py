@@ -53,7 +53,7 @@ from qeetgw.root import GatewayRoot
 from qeetgw.server import GatewayRequest, GatewaySite
 from qeetgw.upstream.activehealth import ActiveHealthChecker
 from qeetgw.upstream.discovery import DNSDiscovery
-from qeetgw.upstream.health import HealthChecker, HealthSource
+from qeetgw.upstream.health import HealthChecker, IHealthSource
 from qeetgw.upstream.pool import UpstreamPool, make_pool
 from qeetgw.upstream.proxy import ReverseProxyResource
 from qeetgw.upstream.routes import RouteTable
@@ -313,7 +313,7 @@ def build_site(
         fail_open=config.rate_limit_fail == "open",
         metrics=metrics,
     )
-    health: HealthSource
+    health: IHealthSource
     checker: Optional[ActiveHealthChecker] = None
     if config.health_check_interval_ms > 0:
         checker = ActiveHealthChecker(

@@ -15,8 +15,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web._newclient import ResponseNeverReceived
-from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import (
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+)
 
 from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.metrics import Metrics, auth_reason_label, status_class

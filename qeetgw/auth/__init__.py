@@ -11,15 +11,16 @@ Who is calling: bearer tokens checked on /api/*.
   (the HMAC secret; a JWKS URL).
 
 This module holds what every guard needs to read a token, whatever checks
-it: L{bearer_token} and the L{Verifier} protocol (the rate limiter keys a
+it: L{bearer_token} and the L{IVerifier} interface (the rate limiter keys a
 client by its verified token too).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional
 
 from twisted.web.iweb import IRequest
+from zope.interface import Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 _BEARER = b"bearer "
 
 
-class Verifier(Protocol):
+class IVerifier(Interface):
     """
-    What the guard needs of a token verifier (L{qeetgw.auth.verifier.TokenVerifier}).
+    What the guards need of a token verifier (L{qeetgw.auth.verifier.TokenVerifier}).
     """
 
-    def verify(self, token: str) -> "Deferred[Identity]":
+    def verify(token: str) -> "Deferred[Identity]":
         """
         Fire with the token's identity, or fail with L{TokenRejected}.
         """

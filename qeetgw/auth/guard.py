@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from qeetgw.auth import Verifier, bearer_token
+from qeetgw.auth import IVerifier, bearer_token
 from qeetgw.auth.claims import Identity, TokenRejected
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
@@ -78,7 +78,7 @@ class JWTGuard(Wrapper):
     def __init__(
         self,
         wrapped: IResource,
-        verifier: Verifier,
+        verifier: IVerifier,
         require_auth: bool,
         public_paths: Iterable[str],
         metrics: "Optional[Metrics]" = None,

@@ -26,10 +26,10 @@ import attrs
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from treq.client import HTTPClient
+from twisted.internet import protocol
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -63,6 +63,9 @@ class JWKSClient(Protocol):
     What L{JWKSKeySource} needs of an HTTP client: treq's C{get}.
     L{treq.client.HTTPClient} (see L{make_jwks_client}) and
     L{treq.testing.StubTreq} both provide it.
+
+    A L{typing.Protocol}, not an interface: it describes the shape of treq's
+    objects, which declare no interface of ours.
     """
 
     def get(
@@ -133,7 +136,7 @@ class _FetchTimedOut(Exception):
     """
 
 
-class _CappedBody(StreamProtocol):
+class _CappedBody(protocol.Protocol):
     """
     Reads a response body of at most C{limit} bytes.
 

@@ -29,7 +29,9 @@ import jwt
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from zope.interface import implementer
 
+from qeetgw.auth import IVerifier
 from qeetgw.auth.claims import (
     ClaimPolicy,
     Identity,
@@ -157,6 +159,7 @@ _SIGNATURE_ONLY: "Options" = {
 _PYJWT = jwt.PyJWT()
 
 
+@implementer(IVerifier)
 class TokenVerifier(Service):
     """
     Verifies bearer tokens: L{verify} fires with the caller's L{Identity}

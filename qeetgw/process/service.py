@@ -28,6 +28,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.server import GatewaySite
+from qeetgw.twistedcompat import clear_exit_signal
 
 log = Logger()
 
@@ -191,6 +192,5 @@ class GatewayService(MultiService):
         # is done, so the process ends "killed by signal" (exit 143).  Ours
         # is an orderly stop that drained: report it as exit 0, which is what
         # process supervisors and Kubernetes read as a clean shutdown.
-        if getattr(self._reactor, "_exitSignal", None) is not None:
-            self._reactor._exitSignal = None
+        clear_exit_signal(self._reactor)
         log.info("shutdown complete")

@@ -50,6 +50,7 @@ from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
 from qeetgw.metrics import metrics_service
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.process.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+from qeetgw.twistedcompat import clear_exit_signal
 
 log = Logger()
 
@@ -348,8 +349,7 @@ class Supervisor(Service):
         if self.metrics is not None:
             self.metrics.directory.remove()
         # As GatewayService: an orderly stop is exit 0, not "killed by SIGTERM".
-        if getattr(self.reactor, "_exitSignal", None) is not None:
-            self.reactor._exitSignal = None
+        clear_exit_signal(self.reactor)
         log.info("all workers stopped")
 
 

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from qeetgw.auth import Verifier, bearer_token
+from qeetgw.auth import IVerifier, bearer_token
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
@@ -62,7 +62,7 @@ class RateLimiter:
         routes: Sequence[Tuple[str, Budget]],
         algorithm: Algorithm,
         key_mode: str,
-        verifier: Optional[Verifier] = None,
+        verifier: Optional[IVerifier] = None,
     ) -> None:
         self.store = store
         self._default = default

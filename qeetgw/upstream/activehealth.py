@@ -24,10 +24,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from qeetgw.upstream.balancing import Instance
 from qeetgw.upstream.health import (
     HealthReport,
+    IHealthSource,
     InstanceHealth,
     ProbeClient,
     ProbeResult,
@@ -39,6 +41,7 @@ from qeetgw.upstream.services import ServiceUpstream
 _log = Logger()
 
 
+@implementer(IHealthSource)
 class ActiveHealthChecker(Service):
     """
     Probes every instance's health path every C{interval_ms}, concurrently,

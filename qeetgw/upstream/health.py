@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import attrs
 from treq.client import HTTPClient
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import (
     ConnectError,
@@ -27,7 +28,6 @@ from twisted.internet.error import (
 )
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,6 +43,7 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
+from zope.interface import Interface, implementer
 
 from qeetgw.config import ServiceConfig
 from qeetgw.upstream.balancing import BalancingSettings, InstanceSet, InstanceSnapshot
@@ -252,14 +253,14 @@ class HealthReport:
         }
 
 
-class HealthSource(Protocol):
+class IHealthSource(Interface):
     """
     What C{/health/services} asks for its report: L{HealthChecker} probes
     on demand, L{qeetgw.upstream.activehealth.ActiveHealthChecker} answers at once
     from its background checks.
     """
 
-    def check_all(self) -> "Deferred[HealthReport]":
+    def check_all() -> "Deferred[HealthReport]":
         """
         Fire with the L{HealthReport}.
         """
@@ -270,6 +271,9 @@ class ProbeClient(Protocol):
     What L{HealthChecker} needs of an HTTP client: treq's C{get}.
     L{treq.client.HTTPClient} (see L{make_probe_client}) and
     L{treq.testing.StubTreq} both provide it.
+
+    A L{typing.Protocol}, not an interface: it describes the shape of treq's
+    objects, which declare no interface of ours.
     """
 
     def get(self, url: str, **kwargs: Any) -> "Deferred[IResponse]":
@@ -305,7 +309,7 @@ class _ProbeTimedOut(Exception):
     """
 
 
-class _DiscardBody(StreamProtocol):
+class _DiscardBody(protocol.Protocol):
     """
     Reads a response body to its end and forgets it: the body says nothing
     we use, but an unread body keeps the connection out of the pool.
@@ -460,6 +464,7 @@ def service_timeout_ms(service: ServiceConfig, default_ms: int) -> int:
     return service.timeout_ms if service.timeout_ms is not None else default_ms
 
 
+@implementer(IHealthSource)
 class HealthChecker:
     """
     Probes every instance of every upstream on demand, concurrently, each

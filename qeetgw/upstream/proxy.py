@@ -637,7 +637,7 @@ def upstream_error_kind(reason: Failure) -> str:
     C{other}.
     """
     from OpenSSL.SSL import Error as TLSError
-    from twisted.web._newclient import (
+    from twisted.web.client import (
         RequestTransmissionFailed,
         ResponseFailed,
         ResponseNeverReceived,
@@ -663,7 +663,7 @@ def _is_unreachable(reason: Failure) -> bool:
     Whether C{reason} means the upstream could not be reached or failed
     before it sent a response: a 502 rather than our own fault.
     """
-    from twisted.web._newclient import (
+    from twisted.web.client import (
         RequestGenerationFailed,
         RequestTransmissionFailed,
         ResponseFailed,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import List, Optional
 
 from OpenSSL import SSL, crypto
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.ssl import platformTrust
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
+
+from qeetgw.twistedcompat import TrustRoot
 
 
 def load_pem_certificates(path: str) -> List[crypto.X509]:
@@ -30,8 +30,7 @@ def load_pem_certificates(path: str) -> List[crypto.X509]:
     return [crypto.X509.from_cryptography(certificate) for certificate in certificates]
 
 
-@implementer(IOpenSSLTrustRoot)
-class PlatformTrustPlus:
+class PlatformTrustPlus(TrustRoot):
     """
     The platform's trusted CAs plus C{extra} ones: adding a private CA must
     not stop public upstreams from verifying.
@@ -40,7 +39,7 @@ class PlatformTrustPlus:
     def __init__(self, extra: List[crypto.X509]) -> None:
         self._extra = extra
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:
+    def add_ca_certificates(self, context: SSL.Context) -> None:
         """
         Load the platform's CAs, then ours, into C{context}.
         """

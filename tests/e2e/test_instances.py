@@ -125,9 +125,11 @@ class SlowlyUnavailable(Resource):
 
     def render(self, request: Any) -> Any:
         self.requests += 1
+        gone: List[object] = []
+        request.notifyFinish().addErrback(gone.append)
 
         def answer() -> None:
-            if not request._disconnected:
+            if not gone:
                 request.setResponseCode(503)
                 request.finish()
 

@@ -1,0 +1,298 @@
+"""
+Every private name of Twisted that qeetgw uses, and nowhere else.
+
+Twisted's compatibility policy covers its public API only: a name that
+starts with an underscore, or lives in a module that does, may change in
+any release without a deprecation.  qeetgw needs a few: each is used in this
+module only, behind a name of ours, with why we need it and the Twisted
+versions whose source was read for it.  setup.py bounds Twisted to the range
+CI tests (C{make test-oldest} and C{make test}); when a new Twisted breaks
+one of these, this module is the one to change, and the tests named with
+each entry say so.
+
+Everything here was read in the source of Twisted 16.6.0, 17.1.0, 17.9.0,
+18.4.0, 18.9.0, 21.2.0, 22.1.0, 22.4.0, 22.10.0, 23.8.0, 23.10.0, 24.3.0,
+24.7.0, 24.10.0, 24.11.0, 25.5.0, 26.4.0 and 26.10.0; "since" is the first
+of those that has it as described, and each is unchanged from there through
+26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)
+
+This module imports nothing of ours, so that any module, L{qeetgw.config}
+included, may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Tuple
+
+from OpenSSL import SSL
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.web.http import (
+    HTTPChannel,
+    _ChunkedTransferDecoder,
+    _MalformedChunkedDataError,
+)
+from twisted.web.server import Request
+from zope.interface import implementer
+
+__all__ = [
+    "ChunkedDecoder",
+    "HookedHTTPChannel",
+    "HookedRequest",
+    "IOpenSSLTrustRoot",
+    "MalformedChunkedData",
+    "TrustRoot",
+    "clear_exit_signal",
+]
+
+
+# ---------------------------------------------------------------------------
+# twisted.internet: the reactor, endpoints, TLS
+# ---------------------------------------------------------------------------
+
+
+def clear_exit_signal(reactor: Any) -> None:
+    """
+    Forget the signal that stopped C{reactor}, so that twistd exits 0.
+
+    Why: twistd re-raises the SIGTERM/SIGINT that stopped the reactor once
+    the reactor is done, so the process ends "killed by signal" (exit 143).
+    After an orderly drain that is a clean shutdown, which process
+    supervisors and Kubernetes read from exit status 0; Twisted has no public
+    way to say so.  (L{qeetgw.process.service}, L{qeetgw.process.supervisor};
+    tests: tests/e2e/test_drain.py.)
+
+    Private: C{reactor._exitSignal}, set by the reactor's SIGINT, SIGTERM
+    and SIGBREAK handlers and declared by the private
+    C{twisted.internet.interfaces._ISupportsExitSignalCapturing}; twistd's
+    runner copies it when the reactor stops and re-raises it.  Since 18.4.0.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
+@implementer(IOpenSSLTrustRoot)
+class TrustRoot:
+    """
+    A trust root of our own for L{twisted.web.client.BrowserLikePolicyForHTTPS}:
+    a subclass loads the certificate authorities into each TLS context in
+    L{add_ca_certificates}.
+
+    Why: the public trust roots are the platform's CAs (C{platformTrust()})
+    or given CAs (C{trustRootFromCertificates()}), never both; adding a
+    private CA for one upstream must not stop public ones from verifying.
+    (L{qeetgw.upstream.tls}; tests: tests/e2e/test_tls.py.)
+
+    Private: the interface C{twisted.internet._sslverify.IOpenSSLTrustRoot}
+    (the type C{BrowserLikePolicyForHTTPS} expects of its C{trustRoot}) and
+    its one method C{_addCACertsToContext}.  Since 16.6.0 or earlier.
+    """
+
+    def add_ca_certificates(self, context: SSL.Context) -> None:
+        """
+        Load the trusted certificate authorities into C{context}.
+        """
+        raise NotImplementedError
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        self.add_ca_certificates(context)
+
+
+# ---------------------------------------------------------------------------
+# twisted.web: the HTTP server
+# ---------------------------------------------------------------------------
+
+#: The error a chunked body decoder raises for a malformed body;
+#: C{HTTPChannel.rawDataReceived} answers it with a bare 400.  Private:
+#: C{twisted.web.http._MalformedChunkedDataError}.  Since 16.6.0 or earlier.
+MalformedChunkedData = _MalformedChunkedDataError
+
+
+class ChunkedDecoder(_ChunkedTransferDecoder):
+    """
+    twisted.web's decoder of a chunked request body, with two hooks on each
+    chunk-size line, for a subclass to judge it as it is read.
+
+    Why: twisted.web reads a chunk-size of any number of hex digits and then
+    waits for that many bytes; the gateway refuses too many digits, and a
+    chunk that cannot fit in the body limit, before the chunk's data
+    arrives.  (L{qeetgw.server}; tests: tests/test_linger.py,
+    tests/test_clientlimits.py.)
+
+    Private: the class C{twisted.web.http._ChunkedTransferDecoder}; its
+    C{dataReceived} calls C{_dataReceived_<state>()} while that returns
+    true; in state C{CHUNK_LENGTH} C{_buffer} (a C{bytearray}) starts with
+    the chunk-size line, complete or not, and on success the line is consumed
+    and C{length} and C{state} (C{BODY}, or C{TRAILER} for the last chunk)
+    are set.  As described since 22.1.0 (before, the state methods took and
+    returned the data).
+    """
+
+    def check_chunk_size_line(self, line: bytearray) -> None:
+        """
+        The chunk-size line as received so far, complete or not, before it
+        is parsed (do not keep it: it is the decoder's buffer).  Raise a
+        subclass of L{MalformedChunkedData} to refuse it.
+        """
+
+    def chunk_size_read(self, length: int) -> None:
+        """
+        A chunk-size line declared C{length} bytes of data to come (not
+        called for the last, zero-size chunk).
+        """
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        self.check_chunk_size_line(self._buffer)
+        if not super()._dataReceived_CHUNK_LENGTH():
+            return False
+        if self.state == "BODY":
+            self.chunk_size_read(self.length)
+        return True
+
+
+class HookedRequest(Request):
+    """
+    twisted.web's server request, with a hook for when twisted.web has done
+    with it.
+
+    Why: the site counts a request in flight from the moment it is rendered
+    until its response is finished and its channel has moved on, for the
+    drain on shutdown.  (L{qeetgw.server}; tests: tests/test_linger.py,
+    tests/e2e/test_drain.py.)
+
+    Private: C{twisted.web.http.Request._cleanup}, called by C{finish} once
+    the response is complete; it tells the channel (C{requestDone}, after
+    which the channel goes on to the next request), then deletes
+    C{self.channel}.  Since 16.6.0 or earlier.
+    """
+
+    def cleaned_up(self, channel: HTTPChannel) -> None:
+        """
+        twisted.web has done with this request, whose channel was
+        C{channel}.
+        """
+
+    def _cleanup(self) -> None:
+        channel = self.channel
+        super()._cleanup()
+        self.cleaned_up(channel)
+
+
+class HookedHTTPChannel(HTTPChannel):
+    """
+    twisted.web's HTTP channel, with the private state and hook the
+    gateway's channel needs behind names of ours.
+
+    Why: the gateway answers some requests before twisted.web would (a 413
+    as soon as a body is known to be too large, refusals in the JSON
+    envelope rather than a bare 400), gives its one timer a meaning per
+    phase of the connection, and lingers after a refusal; each needs a look
+    at, or a change to, state twisted.web keeps to itself.
+    (L{qeetgw.server}; tests: tests/test_clientlimits.py,
+    tests/test_linger.py, tests/test_proxy.py.)
+
+    Private, all of C{twisted.web.http.HTTPChannel}; each is described on the
+    method that uses it.  The state methods below rely on how HTTPChannel
+    reads a request since 24.7.0: C{dataReceived} only resets the timer
+    before handing the bytes to C{LineReceiver}; C{lineReceived} parses the
+    head; C{rawDataReceived} feeds the body decoder, or, while a request is
+    answered, keeps the bytes of the next (pipelined) ones.
+    """
+
+    def bad_request_received(self) -> None:
+        """
+        twisted.web found the request malformed (request line, header,
+        framing, or chunked body); by default its bare 400 and a close.
+
+        Private: C{_respondToBadRequestAndDisconnect}, which HTTPChannel (and
+        its Request, for a bad form body) calls for every malformed request.
+        Since 16.6.0 or earlier.
+        """
+        super()._respondToBadRequestAndDisconnect()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.bad_request_received()
+
+    def request_line(self) -> Tuple[bytes, bytes, bytes]:
+        """
+        The method, target and version of the request whose head or body is
+        arriving.  (The request itself learns them only when its whole body
+        has arrived.)
+
+        Private: C{_command}, C{_path} and C{_version}, set from the request
+        line and deleted when the body is complete.  Since 16.6.0 or
+        earlier.
+        """
+        return self._command, self._path, self._version
+
+    def handling_request(self) -> bool:
+        """
+        Whether a request is being answered: bytes that arrive now belong to
+        the next, pipelined, request.
+
+        Private: C{_handlingRequest}, true from C{allContentReceived} to
+        C{requestDone}.  Since 16.6.0 or earlier.
+        """
+        return bool(self._handlingRequest)
+
+    def decode_body(self, data: bytes) -> None:
+        """
+        Feed C{data} to the decoder of the request body (Content-Length or
+        chunked), as C{rawDataReceived} does; a malformed chunked body raises
+        L{MalformedChunkedData}.
+
+        Private: C{_transferDecoder}, chosen from the framing headers.
+        Since 16.6.0 or earlier.
+        """
+        self._transferDecoder.dataReceived(data)
+
+    def replace_chunked_decoder(
+        self,
+        make: Callable[[Callable[[bytes], None], Callable[[bytes], None]], ChunkedDecoder],
+    ) -> None:
+        """
+        When the body of the request is chunked, decode it with a decoder of
+        ours, C{make(dataCallback, finishCallback)}, given the callbacks of
+        twisted.web's own.  Call it from C{allHeadersReceived}, once the
+        headers chose the decoder and before any byte of the body is fed.
+
+        Private: C{_transferDecoder} (see L{decode_body}) and
+        C{_ChunkedTransferDecoder} (see L{ChunkedDecoder}).  Since 16.6.0 or
+        earlier.
+        """
+        decoder = self._transferDecoder
+        if type(decoder) is _ChunkedTransferDecoder:
+            self._transferDecoder = make(decoder.dataCallback, decoder.finishCallback)
+
+    def drop_pipelined_data(self) -> None:
+        """
+        Throw away the bytes kept for the requests after the one answered.
+
+        Private: C{_dataBuffer}, where C{rawDataReceived} keeps them while
+        a request is answered, replayed by C{requestDone} (since 23.10.0;
+        C{dataReceived} did it before).
+        """
+        self._dataBuffer = []
+
+    def set_timeout_after_request(self, timeout: Optional[float]) -> None:
+        """
+        The timeout the channel sets once the request being answered is
+        done (call it before C{requestDone}).
+
+        Private: C{_savedTimeOut}: C{allContentReceived} turns the timer off
+        while a request is answered, keeping the timeout there, and
+        C{requestDone} restores it (when not 0 or L{None}).  Since 16.6.0 or
+        earlier.
+        """
+        self._savedTimeOut = timeout
+
+    def release_transport(self) -> None:
+        """
+        Stop being the transport's producer, as C{loseConnection} does, and
+        have the transport read again (a full send buffer, or a pipelined
+        backlog, may have paused it).
+
+        Private: C{_networkProducer}, the transport as an C{IPushProducer},
+        whose producer the channel registers itself as.  Since 17.1.0.
+        """
+        self._networkProducer.unregisterProducer()
+        self._networkProducer.resumeProducing()
