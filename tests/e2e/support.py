@@ -10,13 +10,15 @@ import json
 import os
 import re
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import IResource
@@ -37,6 +39,24 @@ SERVICE_VARIABLES = [
     "PAYMENT_SERVICE_URL",
     "INVENTORY_SERVICE_URL",
 ]
+
+
+@inlineCallbacks
+def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0, every: float = 0.05) -> Any:
+    """
+    Check C{condition()} every C{every} seconds until it is true; fire with
+    what it returned, or fail the test (L{AssertionError}) after C{within}
+    seconds.  The bound is there for a broken gateway, not for a slow
+    machine: it is far above what the condition takes.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {within} s")
+        yield deferLater(reactor, every, lambda: None)
 
 
 def listen_upstream(test: TestCase, resource: IResource) -> str:
