@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
+from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
@@ -15,20 +16,19 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from qeetgw.config import ServiceConfig
+from qeetgw.config import ServiceConfig, load_config
 from qeetgw.upstream.health import (
     HealthChecker,
     HealthReport,
     InstanceHealth,
     ServiceHealth,
     iso_timestamp,
-    make_probe_client,
 )
+from qeetgw.upstream.pool import make_pool
 
 #: 2026-11-27T05:08:05.123Z
 NOW = 1795756085.123
@@ -338,14 +338,15 @@ class HealthCheckerTests(SynchronousTestCase):
 
 class ProbeClientTests(SynchronousTestCase):
     """
-    L{make_probe_client} on a memory reactor: a real Agent and pool, with the
+    Probes through the client L{qeetgw.site.build_site} gives them (treq on
+    the forwarding agent and its pool) on a memory reactor, with the
     connection played by hand.
     """
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.pool = HTTPConnectionPool(self.reactor)
-        client = make_probe_client(self.reactor, self.pool)
+        upstreams = make_pool(load_config({"REQUIRE_AUTH": "false"}), self.reactor)
+        client = HTTPClient(upstreams.agent)
         self.checker = HealthChecker([ORDER], client, self.reactor, 5000)
 
     def connect(self) -> Tuple[Any, StringTransport]:

@@ -72,7 +72,7 @@ class ActiveHealthChecker(Service):
             order: the same objects the proxy balances over, so that what
             the probes find steers the traffic.
         @param http_client: a treq-like client; see
-            L{qeetgw.upstream.health.make_probe_client}.
+            L{qeetgw.upstream.health.ProbeClient}.
         @param clock: the clock that schedules rounds and times probes.
         @param interval_ms: time between the starts of two rounds; at least 1.
         @param answer_within_ms: the longest L{check_all} waits for the

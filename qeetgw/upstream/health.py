@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import attrs
-from treq.client import HTTPClient
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import (
@@ -32,9 +31,6 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
     RequestNotSent,
     RequestTransmissionFailed,
     ResponseDone,
@@ -42,13 +38,12 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import Interface, implementer
 
 from qeetgw.config import ServiceConfig
 from qeetgw.upstream.balancing import BalancingSettings, InstanceSet, InstanceSnapshot
 from qeetgw.upstream.balancing.instances import Status
-from qeetgw.upstream.pool import CachingEndpointFactory
 
 _log = Logger()
 
@@ -269,8 +264,9 @@ class IHealthSource(Interface):
 class ProbeClient(Protocol):
     """
     What L{HealthChecker} needs of an HTTP client: treq's C{get}.
-    L{treq.client.HTTPClient} (see L{make_probe_client}) and
-    L{treq.testing.StubTreq} both provide it.
+    L{treq.client.HTTPClient} on the forwarding agent (what
+    L{qeetgw.site.build_site} gives) and L{treq.testing.StubTreq} both
+    provide it.
 
     A L{typing.Protocol}, not an interface: it describes the shape of treq's
     objects, which declare no interface of ours.
@@ -280,26 +276,6 @@ class ProbeClient(Protocol):
         """
         Start a GET of C{url}; fire with the response once its headers are in.
         """
-
-
-def make_probe_client(
-    reactor: Any,
-    pool: HTTPConnectionPool,
-    tls_policy: Optional[IPolicyForHTTPS] = None,
-) -> HTTPClient:
-    """
-    The treq client L{HealthChecker} probes with, on C{pool}'s connections.
-
-    @param reactor: the reactor to connect with (C{IReactorTCP},
-        C{IReactorTime} and, for https upstreams, C{IReactorSSL}).
-    @param pool: the connection pool; probes read every body to the end so
-        their connections go back to it.
-    @param tls_policy: how to verify https upstreams (for a private CA);
-        Twisted's browser-like default when C{None}.
-    """
-    policy = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
-    endpoints = CachingEndpointFactory(reactor, policy)
-    return HTTPClient(Agent.usingEndpointFactory(reactor, endpoints, pool))
 
 
 class _ProbeTimedOut(Exception):
@@ -490,7 +466,7 @@ class HealthChecker:
     ) -> None:
         """
         @param services: the services to probe, in report order.
-        @param http_client: a treq-like client; see L{make_probe_client}.
+        @param http_client: a treq-like client; see L{ProbeClient}.
         @param clock: the clock that times probes and bounds them.
         @param timeout_ms: the longest a probe may take, body included,
             for a service without a timeout of its own.

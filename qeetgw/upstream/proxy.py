@@ -38,7 +38,13 @@ from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, not_found, render_error, write_error
 from qeetgw.paths import BadTarget
 from qeetgw.requeststate import route_of, state_of, target_of, trace_of
-from qeetgw.upstream.balancing import Outcome, backoff, is_retryable, outcome_of_status
+from qeetgw.upstream.balancing import (
+    Outcome,
+    backoff,
+    body_is_kept,
+    is_retryable,
+    outcome_of_status,
+)
 from qeetgw.upstream.forwarding import client_response_headers, merge_vary, upstream_request_headers
 from qeetgw.upstream.routes import Route, RouteTable
 from qeetgw.upstream.services import ServiceUpstream
@@ -363,7 +369,7 @@ class _Exchange:
             trace=trace_of(request),
         )
         length = _content_length(request.content)
-        self.body_kept = upstream is not None and length <= upstream.retry_buffer_bytes
+        self.body_kept = upstream is not None and body_is_kept(length, upstream.retry_buffer_bytes)
 
     def start(self) -> None:
         """

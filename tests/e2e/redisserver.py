@@ -1,7 +1,7 @@
 """
 Redis for tests: a private C{redis-server} a test can stop and start again
-on the same port (an outage and its recovery), and a plain client for
-looking at and cleaning up keys.
+on the same port (an outage and its recovery), a plain client for looking
+at and cleaning up keys, and where the shared Redis is.
 
 The private server keeps nothing on disk (C{--save "" --appendonly no},
 its own C{--dir}) and listens on 127.0.0.1 only.  Commands that touch the
@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import uuid
 from typing import Any, List, Optional, Sequence
 
 from twisted.internet import reactor
@@ -31,6 +32,18 @@ from qeetgw.ratelimit.resp import RedisError, RedisProtocol
 
 #: How long starting or stopping a server may take.
 BOUND_S = 10.0
+
+#: The shared Redis every test run has (see C{.ci/run}): keys only, each
+#: test under a prefix of its own (L{unique_prefix}), deleted after.
+SHARED_PORT = 6379
+SHARED_URL = f"redis://127.0.0.1:{SHARED_PORT}/0"
+
+
+def unique_prefix() -> str:
+    """
+    A key prefix no other test uses, for the test's keys in the shared Redis.
+    """
+    return f"test:qeetgw:{uuid.uuid4().hex}:"
 
 
 def free_port() -> int:

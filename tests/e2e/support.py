@@ -6,19 +6,28 @@ client that speaks raw HTTP bytes.  Everything binds to 127.0.0.1, port 0.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import signal
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    ProcessDone,
+    ProcessTerminated,
+)
 from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import FailTest, TestCase
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -37,6 +46,24 @@ SERVICE_VARIABLES = [
     "PAYMENT_SERVICE_URL",
     "INVENTORY_SERVICE_URL",
 ]
+
+
+@inlineCallbacks
+def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0, every: float = 0.05) -> Any:
+    """
+    Check C{condition()} every C{every} seconds until it is true; fire with
+    what it returned, or fail the test after C{within} seconds.  The bound
+    is there for a broken gateway, not for a slow machine: it is far above
+    what the condition takes.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise FailTest(f"not {what} within {within} s")
+        yield deferLater(reactor, every, lambda: None)
 
 
 def listen_upstream(test: TestCase, resource: IResource) -> str:
@@ -117,15 +144,52 @@ class RawClient(Protocol):
 
 
 @inlineCallbacks
+def connect_raw(port: int, data: bytes) -> Any:
+    """
+    Connect to 127.0.0.1:C{port} and send C{data}; fire once connected with
+    the L{RawClient}, whose C{done} fires when the server closes.
+    """
+    client = RawClient(data)
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    return client
+
+
+@inlineCallbacks
 def exchange(port: int, data: bytes, timeout: float = 15) -> Any:
     """
     Send C{data} to 127.0.0.1:C{port}; fire with all bytes received until
     the server closed, and the reason it closed.
     """
-    client = RawClient(data)
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    client = yield connect_raw(port, data)
     result = yield client.done.addTimeout(timeout, reactor)
     return result
+
+
+@inlineCallbacks
+def wait_until_refused(port: int, within: float = 15.0, every: float = 0.05) -> Any:
+    """
+    Open a connection to 127.0.0.1:C{port} (and close it) every C{every}
+    seconds until one is refused, which is what a closed port does; fire
+    with the C{time.monotonic()} of the refusal.  Fail the test when the
+    port still accepts after C{within} seconds; any other error is the
+    test's error.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            probe = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5), Protocol())
+        except ConnectionRefusedError:
+            return time.monotonic()
+        except ConnectError as error:
+            # Accepted by the kernel just before the port closed, and reset
+            # with it: the port is closing; the next try is refused.
+            if error.osError != errno.ECONNRESET:
+                raise
+        else:
+            probe.transport.loseConnection()
+        if time.monotonic() > deadline:
+            raise FailTest(f"127.0.0.1:{port} still accepts connections after {within} s")
+        yield deferLater(reactor, every, lambda: None)
 
 
 @inlineCallbacks
@@ -185,13 +249,25 @@ class GatewayProcess(ProcessProtocol):
 
     def events(self) -> List[Dict[str, Any]]:
         """
-        The JSON log events printed so far.
+        The JSON log events printed so far, in whole lines (the last may
+        still be arriving).
         """
+        text = self.text()
         found = []
-        for line in self.text().splitlines():
+        for line in text[: text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 found.append(json.loads(line))
         return found
+
+    def logged(self, namespace: str, starts: str = "") -> List[Dict[str, Any]]:
+        """
+        The JSON log events so far of C{namespace} whose message starts
+        with C{starts}.
+        """
+        return [
+            event for event in self.events()
+            if event.get("namespace") == namespace and event.get("message", "").startswith(starts)
+        ]
 
     def terminate(self) -> None:
         """
@@ -208,6 +284,32 @@ class GatewayProcess(ProcessProtocol):
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
         raise RuntimeError("no VmHWM")
+
+
+def is_worker(pid: int) -> bool:
+    """
+    Whether C{pid} is a running qeetgw worker (not a pid reused since).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"qeetgw.process.worker" in cmdline.read()
+    except OSError:
+        return False
+
+
+def stop_workers_at_cleanup(test: TestCase, process: GatewayProcess) -> None:
+    """
+    Kill, by pid, every worker C{process} (a supervisor) started that still
+    runs when C{test} ends, failed or not: killing the supervisor leaves
+    them running, and holding its output open.
+    """
+
+    def kill() -> None:
+        for event in process.logged("qeetgw.process.supervisor", "started worker"):
+            if is_worker(event["pid"]):
+                os.kill(event["pid"], signal.SIGKILL)
+
+    test.addCleanup(kill)
 
 
 def twistd_command(*arguments: str) -> List[str]:

@@ -8,23 +8,27 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.e2e.support import (
     PROJECT_ROOT,
     GatewayProcess,
+    connect_raw,
     exchange,
     fetch,
     gateway_environment,
     listen_upstream,
     request,
     spawn_gateway,
+    stop_workers_at_cleanup,
     twistd_command,
+    wait_for,
+    wait_until_refused,
 )
 from tests.e2e.upstreams import ScriptedUpstream
 from tests.memory import parse_response
@@ -45,10 +49,21 @@ class DrainTests(TestCase):
 
     timeout = 60
 
+    #: SHUTDOWN_DELAY_MS, in seconds: long enough for two requests on a busy
+    #: machine, since what the test checks within the delay must happen in it.
+    delay = 3.0
+
     @inlineCallbacks
     def test_drain_sequence(self) -> Any:
         upstream = ScriptedUpstream()
-        env = gateway_environment(listen_upstream(self, upstream), SHUTDOWN_DELAY_MS="1500")
+        # The held request must outlive the waits below: neither its timeout
+        # (5 s) nor the grace (10 s) may end it first.
+        env = gateway_environment(
+            listen_upstream(self, upstream),
+            SHUTDOWN_DELAY_MS=str(int(self.delay * 1000)),
+            SHUTDOWN_GRACE_MS="60000",
+            GATEWAY_PROXY_TIMEOUT_MS="60000",
+        )
         process = spawn_gateway(self, env)
         port = yield process.port
         ready = yield fetch(port, request(b"GET", b"/ready"))
@@ -56,8 +71,10 @@ class DrainTests(TestCase):
         held = upstream.wait_held()
         in_flight = exchange(port, keep_alive_get(b"/api/v1/orders/slow"))
         pending = yield held
+        terminated = time.monotonic()
         process.terminate()
-        yield deferLater(reactor, 0.4, lambda: None)
+        # The drain's first event is logged once /ready has turned false.
+        yield wait_for(lambda: process.logged("qeetgw.process.service", "draining"), "draining")
         # Within the delay: not ready, but still serving, each response the
         # connection's last.
         draining = yield fetch(port, request(b"GET", b"/ready"))
@@ -65,10 +82,9 @@ class DrainTests(TestCase):
         raw, _ = yield exchange(port, keep_alive_get(b"/api/v1/users/echo"))
         served = parse_response(raw)[0]
         self.assertEqual((served.code, served.header(b"connection")), (200, b"close"))
-        # After the delay: no longer listening.
-        yield deferLater(reactor, 1.6, lambda: None)
-        with self.assertRaises(Exception):
-            yield fetch(port, request(b"GET", b"/health"))
+        # After the delay, not before: no longer listening.
+        refused = yield wait_until_refused(port, within=self.delay + 15)
+        self.assertGreaterEqual(refused - terminated, self.delay)
         # The request in flight all along is answered, and closes.
         pending.setHeader(b"content-length", b"4")
         pending.write(b"done")
@@ -148,11 +164,10 @@ class SocketActivationTests(TestCase):
         self.assertEqual(code, 0, first.text())
         # Between the two processes the socket is still open: a client that
         # connects now waits in the backlog instead of being refused.
-        waiting = exchange(port, request(b"GET", b"/health"), timeout=30)
-        yield deferLater(reactor, 0.2, lambda: None)
+        waiting = yield connect_raw(port, request(b"GET", b"/health"))
         second = self.activate(listening, upstream_url)
         yield second.port
-        raw, _ = yield waiting
+        raw, _ = yield waiting.done.addTimeout(30, reactor)
         self.assertEqual(parse_response(raw)[0].code, 200)
         second.terminate()
         code = yield second.ended
@@ -166,12 +181,10 @@ class SocketActivationTests(TestCase):
         self.addCleanup(listening.close)
         port = listening.getsockname()[1]
         process = self.activate(listening, listen_upstream(self, ScriptedUpstream()), "--workers", "2")
+        stop_workers_at_cleanup(self, process)
         announced = yield process.port
         self.assertEqual(announced, port)
-        for _ in range(50):
-            if len([e for e in process.events() if e.get("namespace") == "qeetgw.process.worker"]) == 2:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield wait_for(lambda: len(process.logged("qeetgw.process.worker", "worker")) == 2, "both workers serving")
         for _ in range(5):
             response = yield fetch(port, request(b"GET", b"/api/v1/users/echo"))
             self.assertEqual(response.code, 200)

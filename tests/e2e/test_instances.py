@@ -4,11 +4,13 @@ Three instances of a real upstream on loopback behind one service.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -98,17 +100,19 @@ class InstancesTests(TestCase):
         posted = yield fetch(gateway, request(b"POST", b"/api/v1/users", b'{"n":1}'))
         self.assertEqual(posted.code, 200)
         self.assertIn(b'{"n":1}', upstreams[0].received + upstreams[2].received)
-        # b comes back on its port: once its ejection is over it gets traffic again.
+        # b comes back on its port: once its ejection is over (300 ms, longer
+        # for each time it was ejected again) it gets traffic again.
         ports[1] = reactor.listenTCP(numbers[1], sites[1], interface="127.0.0.1")
         self.addCleanup(ports[1].stopListening)
-        from twisted.internet.task import deferLater
-
-        yield deferLater(reactor, 0.4, lambda: None)
-        bodies = []
-        for _ in range(9):
+        deadline = time.monotonic() + 15
+        while True:
             response = yield fetch(gateway, request(b"GET", b"/api/v1/users/1"))
-            bodies.append(response.body)
-        self.assertIn(b"b", bodies)
+            self.assertEqual(response.code, 200)
+            if response.body == b"b":
+                break
+            if time.monotonic() > deadline:
+                self.fail("b got no traffic within 15 s of coming back")
+            yield deferLater(reactor, 0.05, lambda: None)
 
 
 class SlowlyUnavailable(Resource):

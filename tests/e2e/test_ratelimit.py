@@ -5,7 +5,6 @@ gateway processes sharing a Redis, and a Redis outage.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, List
 
 from twisted.internet import reactor
@@ -13,7 +12,14 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.redisserver import RedisServer, connect, delete_keys
+from tests.e2e.redisserver import (
+    SHARED_PORT,
+    SHARED_URL,
+    RedisServer,
+    connect,
+    delete_keys,
+    unique_prefix,
+)
 from tests.e2e.support import (
     fetch,
     gateway_environment,
@@ -23,12 +29,6 @@ from tests.e2e.support import (
     start_gateway,
 )
 from tests.e2e.upstreams import ScriptedUpstream
-
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-def unique_prefix() -> str:
-    return f"qeetgw-test:{uuid.uuid4().hex[:12]}:"
 
 
 class MemoryStoreEndToEndTests(TestCase):
@@ -62,11 +62,11 @@ class TwoReplicaTests(TestCase):
     @inlineCallbacks
     def test_one_limit_across_replicas(self) -> Any:
         prefix = unique_prefix()
-        client = yield connect(6379)
+        client = yield connect(SHARED_PORT)
         self.addCleanup(lambda: delete_keys(client, prefix).addCallback(lambda _: client.transport.loseConnection()))
         upstream_url = listen_upstream(self, ScriptedUpstream())
         env = gateway_environment(
-            upstream_url, RATE_LIMIT_STORE="redis", REDIS_URL=SHARED_REDIS,
+            upstream_url, RATE_LIMIT_STORE="redis", REDIS_URL=SHARED_URL,
             RATE_LIMIT_REDIS_PREFIX=prefix, RATE_LIMIT_MAX="10", RATE_LIMIT_WINDOW_MS="60000",
         )
         first, second = spawn_gateway(self, env), spawn_gateway(self, env)

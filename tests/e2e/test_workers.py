@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+import time
+from typing import Any, Dict, List
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.e2e.support import (
@@ -18,23 +17,35 @@ from tests.e2e.support import (
     exchange,
     fetch,
     gateway_environment,
+    is_worker,
     listen_upstream,
     request,
     spawn_gateway,
+    stop_workers_at_cleanup,
+    wait_for,
 )
 from tests.e2e.upstreams import ScriptedUpstream
 from tests.memory import parse_response
 
+#: The most requests sent for both workers to serve one.  The kernel spreads
+#: connections over the workers' SO_REUSEPORT sockets by a hash of each
+#: connection's addresses, so one worker alone gets n of them with a chance
+#: of 2**(1-n), whatever the load.
+MOST_REQUESTS = 200
 
-def worker_pids(process: GatewayProcess) -> dict:
+
+def worker_pids(process: GatewayProcess) -> Dict[int, int]:
     """
     The newest pid of each worker, from the supervisor's log events.
     """
-    pids: dict = {}
-    for event in process.events():
-        if event.get("namespace") == "qeetgw.process.supervisor" and "pid" in event and event.get("message", "").startswith("started worker"):
-            pids[event["worker"]] = event["pid"]
-    return pids
+    return {event["worker"]: event["pid"] for event in process.logged("qeetgw.process.supervisor", "started worker")}
+
+
+def access(process: GatewayProcess) -> List[Dict[str, Any]]:
+    """
+    The access events so far; each names the worker that served.
+    """
+    return process.logged("qeetgw.access")
 
 
 class WorkersTests(TestCase):
@@ -45,40 +56,53 @@ class WorkersTests(TestCase):
     timeout = 90
 
     @inlineCallbacks
-    def wait_for(self, condition: Any, tries: int = 200) -> Any:
-        for _ in range(tries):
-            if condition():
-                return
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.fail("condition never held")
+    def served_by(self, process: GatewayProcess, port: int, path: bytes) -> Any:
+        """
+        GET C{path}, a new connection each, until the access events logged
+        since the first request name both workers, or L{MOST_REQUESTS}
+        were sent (or 30 s passed); each must answer 200.  Fire with the
+        workers named by every access event of those requests, once all are
+        logged.
+        """
+        before = len(access(process))
+        deadline = time.monotonic() + 30
+        sent = 0
+        while sent < MOST_REQUESTS and time.monotonic() < deadline:
+            response = yield fetch(port, request(b"GET", path))
+            self.assertEqual(response.code, 200)
+            sent += 1
+            if {event.get("worker") for event in access(process)[before:]} >= {"0", "1"}:
+                break
+        yield wait_for(lambda: len(access(process)) >= before + sent, f"{sent} access events")
+        return [event.get("worker") for event in access(process)[before:]]
 
     @inlineCallbacks
     def test_serve_restart_and_drain(self) -> Any:
         upstream = ScriptedUpstream()
-        process = spawn_gateway(self, gateway_environment(listen_upstream(self, upstream)), "--workers", "2")
+        # The request held over the drain must not time out (5 s) first.
+        env = gateway_environment(listen_upstream(self, upstream), GATEWAY_PROXY_TIMEOUT_MS="60000")
+        process = spawn_gateway(self, env, "--workers", "2")
+        stop_workers_at_cleanup(self, process)
         port = yield process.port
-        yield self.wait_for(lambda: len(worker_pids(process)) == 2)
-        # Both workers are serving on the one port; every access event names its worker.
-        yield self.wait_for(lambda: len([e for e in process.events() if e.get("namespace") == "qeetgw.process.worker"]) == 2)
-        for _ in range(20):
-            response = yield fetch(port, request(b"GET", b"/health"))
-            self.assertEqual(response.code, 200)
-        access = [e for e in process.events() if e.get("namespace") == "qeetgw.access"]
-        self.assertEqual(len(access), 20)
-        self.assertTrue(set(event["worker"] for event in access) <= {"0", "1"})
-        # A killed worker is started again, and the gateway keeps serving.
+        yield wait_for(lambda: len(worker_pids(process)) == 2, "two workers started")
+        yield wait_for(lambda: len(process.logged("qeetgw.process.worker", "worker")) == 2, "two workers serving")
+        # Both workers serve on the one port; every access event names its worker.
+        workers = yield self.served_by(process, port, b"/health")
+        self.assertEqual(set(workers), {"0", "1"})
+        # A killed worker is started again, and the gateway keeps serving,
+        # the new worker too.
         pids = worker_pids(process)
         os.kill(pids[0], signal.SIGKILL)
-        yield self.wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]))
-        for _ in range(10):
-            response = yield fetch(port, request(b"GET", b"/api/v1/users/echo"))
-            self.assertEqual(response.code, 200)
+        yield wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]), "worker 0 restarted")
+        yield wait_for(lambda: len(process.logged("qeetgw.process.worker", "worker")) == 3, "worker 0 serving again")
+        workers = yield self.served_by(process, port, b"/api/v1/users/echo")
+        self.assertEqual(set(workers), {"0", "1"})
         # SIGTERM drains: a request in flight is answered, then all exit 0.
         held = upstream.wait_held()
         in_flight = exchange(port, request(b"GET", b"/api/v1/orders/slow"))
         pending = yield held
         process.terminate()
-        yield deferLater(reactor, 0.3, lambda: None)
+        yield wait_for(lambda: len(process.logged("qeetgw.process.service", "draining")) == 2, "both workers draining")
         pending.setHeader(b"content-length", b"2")
         pending.write(b"ok")
         pending.finish()
@@ -87,4 +111,4 @@ class WorkersTests(TestCase):
         code = yield process.ended
         self.assertEqual(code, 0, process.text())
         for pid in worker_pids(process).values():
-            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} still running")
+            self.assertFalse(is_worker(pid), f"worker {pid} still running")
