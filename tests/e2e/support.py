@@ -297,6 +297,13 @@ def is_worker(pid: int) -> bool:
         return False
 
 
+def worker_pids(process: GatewayProcess) -> Dict[int, int]:
+    """
+    The newest pid of each worker, from the supervisor's log events.
+    """
+    return {event["worker"]: event["pid"] for event in process.logged("qeetgw.process.supervisor", "started worker")}
+
+
 def stop_workers_at_cleanup(test: TestCase, process: GatewayProcess) -> None:
     """
     Kill, by pid, every worker C{process} (a supervisor) started that still

@@ -23,6 +23,7 @@ from tests.e2e.support import (
     spawn_gateway,
     stop_workers_at_cleanup,
     wait_for,
+    worker_pids,
 )
 from tests.e2e.upstreams import ScriptedUpstream
 from tests.memory import parse_response
@@ -32,13 +33,6 @@ from tests.memory import parse_response
 #: connection's addresses, so one worker alone gets n of them with a chance
 #: of 2**(1-n), whatever the load.
 MOST_REQUESTS = 200
-
-
-def worker_pids(process: GatewayProcess) -> Dict[int, int]:
-    """
-    The newest pid of each worker, from the supervisor's log events.
-    """
-    return {event["worker"]: event["pid"] for event in process.logged("qeetgw.process.supervisor", "started worker")}
 
 
 def access(process: GatewayProcess) -> List[Dict[str, Any]]:

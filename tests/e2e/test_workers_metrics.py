@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Dict, FrozenSet, List, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
@@ -18,12 +18,15 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from tests.e2e.support import (
-    GatewayProcess,
     fetch,
     gateway_environment,
+    is_worker,
     listen_upstream,
     request,
     spawn_gateway,
+    stop_workers_at_cleanup,
+    wait_for,
+    worker_pids,
 )
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
@@ -49,64 +52,12 @@ def parse(body: bytes) -> Samples:
     }
 
 
-def events(process: GatewayProcess, namespace: str, starts: str = "") -> List[Dict[str, Any]]:
-    """
-    The JSON log events of C{namespace} whose message starts with C{starts}.
-    """
-    return [
-        event for event in process.events()
-        if event.get("namespace") == namespace and event.get("message", "").startswith(starts)
-    ]
-
-
-def worker_pids(process: GatewayProcess) -> Dict[int, int]:
-    """
-    The newest pid of each worker, from the supervisor's log events.
-    """
-    return {event["worker"]: event["pid"] for event in events(process, "qeetgw.process.supervisor", "started worker")}
-
-
-def is_worker(pid: int) -> bool:
-    """
-    Whether C{pid} is a running qeetgw worker (not a pid reused since).
-    """
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"qeetgw.process.worker" in cmdline.read()
-    except OSError:
-        return False
-
-
 class WorkersMetricsTests(TestCase):
     """
     The group's metrics on the supervisor's one port.
     """
 
     timeout = 120
-
-    @inlineCallbacks
-    def wait_for(self, condition: Callable[[], Any], what: str, tries: int = 600) -> Any:
-        """
-        Poll C{condition} every 50 ms, at most C{tries} times.
-        """
-        for _ in range(tries):
-            if condition():
-                return
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.fail(f"never: {what}")
-
-    def stop_workers_at_cleanup(self, process: GatewayProcess) -> None:
-        """
-        Kill, by pid, every worker that is still running when the test ends
-        (the supervisor's own clean-up kills only the supervisor).
-        """
-
-        def kill() -> None:
-            for pid in set(worker_pids(process).values()) | self.killed:
-                if is_worker(pid):
-                    os.kill(pid, signal.SIGKILL)
-
-        self.addCleanup(kill)
 
     @inlineCallbacks
     def scrape(self, port: int) -> Any:
@@ -122,27 +73,26 @@ class WorkersMetricsTests(TestCase):
 
     @inlineCallbacks
     def test_summed_and_kept_over_a_restart(self) -> Any:
-        self.killed: Set[int] = set()
         upstream = listen_upstream(self, _Ok())
         env = gateway_environment(
             upstream, METRICS_PORT="tcp:0:interface=127.0.0.1", HEALTH_CHECK_INTERVAL_MS="0"
         )
         process = spawn_gateway(self, env, "--workers", "2")
-        self.stop_workers_at_cleanup(process)
+        stop_workers_at_cleanup(self, process)
         port = yield process.port
-        yield self.wait_for(lambda: events(process, "qeetgw.metrics", "metrics on"), "the metrics port")
-        [listening] = events(process, "qeetgw.metrics", "metrics on")
+        yield wait_for(lambda: process.logged("qeetgw.metrics", "metrics on"), "the metrics port", within=30)
+        [listening] = process.logged("qeetgw.metrics", "metrics on")
         metrics_port = listening["port"]
-        [created] = events(process, "qeetgw.metricfiles", "metric files")
+        [created] = process.logged("qeetgw.metricfiles", "metric files")
         directory = created["directory"]
         self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
-        yield self.wait_for(lambda: len(events(process, "qeetgw.process.worker", "worker")) == 2, "two workers serving")
+        yield wait_for(lambda: len(process.logged("qeetgw.process.worker", "worker")) == 2, "two workers serving", within=30)
 
         # Known traffic, on a new connection each, so both workers get some.
         yield self.send(port, b"/api/v1/users/1", 30)
         yield self.send(port, b"/health", 10)
-        yield self.wait_for(lambda: len(events(process, "qeetgw.access")) == 40, "40 access events")
-        access = events(process, "qeetgw.access")
+        yield wait_for(lambda: len(process.logged("qeetgw.access")) == 40, "40 access events", within=30)
+        access = process.logged("qeetgw.access")
         self.assertEqual({event["worker"] for event in access}, {"0", "1"})
         # Worker 0, killed below, served some of the requests counted.
         self.assertTrue([e for e in access if e["worker"] == "0" and e["path"].startswith("/api/v1/users")])
@@ -163,10 +113,9 @@ class WorkersMetricsTests(TestCase):
 
         # Kill worker 0; the supervisor starts another.
         pids = worker_pids(process)
-        self.killed.add(pids[0])
         os.kill(pids[0], signal.SIGKILL)
-        yield self.wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]), "worker 0 restarted")
-        yield self.wait_for(lambda: len(events(process, "qeetgw.process.worker", "worker")) == 3, "worker 0 serving")
+        yield wait_for(lambda: worker_pids(process).get(0) not in (None, pids[0]), "worker 0 restarted", within=30)
+        yield wait_for(lambda: len(process.logged("qeetgw.process.worker", "worker")) == 3, "worker 0 serving", within=30)
         self.assertFalse(os.path.exists(f"{directory}/counter_{pids[0]}.db"))
 
         yield self.send(port, b"/api/v1/users/2", 20)
