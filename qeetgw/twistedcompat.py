@@ -16,8 +16,7 @@ Everything here was read in the source of Twisted 16.6.0, 17.1.0, 17.9.0,
 of those that has it as described, and each is unchanged from there through
 26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)
 
-This module imports nothing of ours, so that any module, L{qeetgw.config}
-included, may use it.
+This module imports nothing of ours, so that any module may use it.
 """
 
 from __future__ import annotations
