@@ -59,11 +59,15 @@ clean:
 	rm -rf $(VENV) $(OLDEST_VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
 
 # The benchmark (bench/run.py; never part of `make test`): qeetgw against nginx
-# and the Express gateway's stack, with wrk on loopback.  Installs wrk, nginx
-# and the Express peer's npm packages when missing, and stops every process it
-# started.  A quick smoke run: make bench BENCH_ARGS="--duration 3 --rounds 1"
+# and the shop's real Express gateway, with wrk on loopback.  EXPRESS_SRC names
+# a qeetmart checkout or git directory; its micros/api-gateway is built at its
+# pnpm-lock.yaml versions into ~/.cache/qeetgw-bench (once), and without it
+# the Express peer is skipped, saying so.  Installs wrk and nginx when missing,
+# and stops every process it started.  A quick smoke run:
+#   make bench EXPRESS_SRC=~/src/qeetmart BENCH_ARGS="--duration 3 --rounds 1"
 BENCH_ARGS ?=
+EXPRESS_SRC ?=
 
 .PHONY: bench
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(if $(EXPRESS_SRC),--express-src '$(EXPRESS_SRC)') $(BENCH_ARGS)

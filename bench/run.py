@@ -2,12 +2,18 @@
 """
 qeetgw's benchmark: qeetgw against the stack it replaces, on loopback.
 
-Runs wrk against four peers in front of one nginx upstream, alternating the
-peers within each round so that drift on a shared machine cancels out:
+Runs wrk against the peers below in front of one nginx upstream, alternating
+the peers within each round so that drift on a shared machine cancels out:
 
   direct      wrk -> nginx upstream (the limit)
   nginx       wrk -> nginx reverse proxy (keep-alive pool) -> upstream
-  express     wrk -> the Express gateway's stack (bench/peers/express) -> upstream
+  express     wrk -> the shop's REAL Express gateway (micros/api-gateway of the
+              qeetmart repository named by EXPRESS_SRC / --express-src, built
+              at its pnpm-lock.yaml versions: bench/express_gateway.py) -> upstream;
+              the reference of the headline ratios.  Skipped, saying so, when
+              EXPRESS_SRC is not set
+  express-reconstruction  wrk -> bench/peers/express, a reconstruction of the
+              Express gateway's stack; never the reference, only when --peers names it
   qeetgw      wrk -> twistd qeetgw, everything on -> upstream
   qeetgw-w2   the same with --workers 2 (only when twistd qeetgw has --workers)
   qeetgw-metrics  qeetgw (one process) with METRICS_PORT set: its cost is this row against qeetgw
@@ -15,7 +21,7 @@ peers within each round so that drift on a shared machine cancels out:
   qeetgw-2inst    qeetgw with two instances behind every service: the cost of balancing
 
 and writes bench/results/latest.json (plus a timestamped copy) and a Markdown
-table.  ``make bench`` runs it; ``python bench/run.py --help`` lists the
+table, with the ratios qeetgw / peer of each round and their median.  ``make bench`` runs it; ``python bench/run.py --help`` lists the
 options.  Standard library only, plus pyjwt when it is importable (the venv
 has it).  Every process it starts is stopped by pid when it ends, on errors
 and on Ctrl-C/SIGTERM too.
@@ -41,6 +47,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,16 +57,22 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-EXPRESS_DIR = BENCH / "peers" / "express"
+sys.path.insert(0, str(BENCH))
+
+import express_gateway  # noqa: E402  (bench/express_gateway.py, next to this file)
+
+RECONSTRUCTION_DIR = BENCH / "peers" / "express"
 LUA = BENCH / "wrk" / "report.lua"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
-# A secret that is not base64 (the dots), so qeetgw (strict) and the Express
-# peer (lenient) both use its UTF-8 bytes; 44 bytes, HS256.
-JWT_SECRET = "qeetgw.bench.secret.0123456789.abcdefghijklm"
-WRONG_SECRET = "not.the.bench.secret.0123456789.abcdefghijkl"
+# Plain base64 (letters and digits, no padding), so that every reader takes
+# its decoding as the HMAC key: qeetgw (jjwt's decoder), the real Express
+# gateway (which always base64url-decodes, leniently) and the reconstruction.
+# A secret that is not base64 would give the real gateway another key.
+JWT_SECRET = "cWVldGd3IGJlbmNoIEhTMjU2IGtleSwgMzYgYnl0ZXMhISEh"  # 36 bytes
+WRONG_SECRET = "bm90IHRoZSBiZW5jaCBrZXksIGJ1dCAzNiBieXRlcyEhISEh"
 ISSUER = "http://localhost:4001"
 ORIGIN = "http://localhost:3000"
 HUGE_BUDGET = 1_000_000_000
@@ -238,7 +251,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 # --------------------------------------------------------------------------
-# Tools: wrk, nginx, node/npm and the Express peer's packages.
+# Tools: wrk, nginx, node/npm and the reconstruction's packages.
 
 
 def find_nginx() -> Optional[str]:
@@ -265,28 +278,30 @@ def apt_install(packages: Sequence[str]) -> None:
             raise BenchError("apt-get install " + " ".join(packages) + " failed")
 
 
-def ensure_tools(install: bool) -> None:
-    """Install wrk, nginx, node/npm and the Express peer's packages when missing."""
+def ensure_tools(install: bool, node: bool, reconstruction: bool) -> None:
+    """Install wrk, nginx, node/npm (when a Node peer runs) and the reconstruction's packages when missing."""
     missing = []
     if not shutil.which("wrk"):
         missing.append("wrk")
     if not find_nginx():
         missing.append("nginx")
-    if not shutil.which("node") or not shutil.which("npm"):
+    if node and (not shutil.which("node") or not shutil.which("npm")):
         missing.extend(["nodejs", "npm"])
     if missing:
         if not install:
             raise BenchError("missing: " + ", ".join(missing) + " (run without --no-install)")
         apt_install(missing)
-    modules = EXPRESS_DIR / "node_modules" / ".package-lock.json"
-    lock = EXPRESS_DIR / "package-lock.json"
+    if not reconstruction:
+        return
+    modules = RECONSTRUCTION_DIR / "node_modules" / ".package-lock.json"
+    lock = RECONSTRUCTION_DIR / "package-lock.json"
     if not modules.exists() or modules.stat().st_mtime < lock.stat().st_mtime:
         if not install:
-            raise BenchError("the Express peer's node_modules are missing (run without --no-install)")
-        log("installing the Express peer's packages (npm ci)")
+            raise BenchError("the reconstruction's node_modules are missing (run without --no-install)")
+        log("installing the Express reconstruction's packages (npm ci)")
         result = subprocess.run(
             ["npm", "ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=str(EXPRESS_DIR),
+            cwd=str(RECONSTRUCTION_DIR),
         )
         if result.returncode != 0:
             raise BenchError("npm ci in bench/peers/express failed")
@@ -326,17 +341,18 @@ def _b64url(data: bytes) -> str:
 
 
 def sign_hs256(claims: Dict[str, Any], secret: str) -> str:
-    """An HS256 JWT: with pyjwt when it is there, else by hand (same bytes)."""
+    """An HS256 JWT keyed by ``secret``'s base64 decoding: with pyjwt when it is there, else by hand."""
+    key = base64.b64decode(secret, validate=True)
     try:
         import jwt  # pyjwt, in the venv
 
-        token = jwt.encode(claims, secret.encode(), algorithm="HS256")
+        token = jwt.encode(claims, key, algorithm="HS256")
         return token if isinstance(token, str) else token.decode()
     except ImportError:
         header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
         payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{header}.{payload}".encode()
-        signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+        signature = hmac.new(key, signing_input, hashlib.sha256).digest()
         return f"{header}.{payload}.{_b64url(signature)}"
 
 
@@ -692,6 +708,53 @@ class Bench:
         self.post_file.write_bytes(self.post)
         self.peers: List[Peer] = []
         self.notes: List[str] = []
+        self.express_build: Optional[Dict[str, Any]] = None
+
+    def prepare_express(self, source: Optional[str], keys: List[str]) -> None:
+        """Build (or find built) the real Express gateway; without EXPRESS_SRC, say it is skipped."""
+        if "express" not in keys:
+            return
+        if not source:
+            keys.remove("express")
+            self.note(
+                "the REAL Express gateway was skipped: EXPRESS_SRC is not set.  Point it at a qeetmart "
+                "checkout or git directory (github.com/qeetgroup/qeetmart): make bench EXPRESS_SRC=/path/to/qeetmart, "
+                "or bench/run.py --express-src /path/to/qeetmart.  No other peer stands in for it"
+            )
+            return
+        env = self.base_env()
+        try:
+            self.express_build = express_gateway.build(Path(source).expanduser(), log, env)
+        except express_gateway.ExpressBuildError as error:
+            raise BenchError(f"the real Express gateway: {error}")
+        built = self.express_build
+        log(
+            f"real Express gateway: commit {built['commit'][:12]} ({built['source_kind']}"
+            f"{', with local changes' if built['source_dirty'] else ''}), {built['dir']}, "
+            + ", ".join(f"{k} {v}" for k, v in built["versions"].items())
+        )
+        if built["mismatches"]:
+            self.note("the real Express gateway's packages differ from its pnpm-lock.yaml: " + "; ".join(built["mismatches"]))
+        else:
+            self.note(
+                f"the real Express gateway's {built['packages_installed']} installed packages are all at versions "
+                "its pnpm-lock.yaml pins"
+            )
+        if built.get("entry_note"):
+            self.note("the real Express gateway: " + built["entry_note"])
+        self.note(
+            "the real Express gateway forwards /api/v1/<service>/x as /x (http-proxy-middleware 3 sees the "
+            "mount-stripped URL, so its pathRewrite never matches); the bench gives each *_SERVICE_URL the "
+            "service's path so that the upstream sees /<service>/x as through the other peers"
+        )
+        self.note(
+            "the real Express gateway has one rate limit for all of /api/ (RATE_LIMIT_MAX), none per route: "
+            "its limited scenario runs on a second instance with RATE_LIMIT_MAX=1, as the reconstruction's does"
+        )
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        log(text)
 
     # -- environment for the children: nothing inherited that could change them
     def base_env(self) -> Dict[str, str]:
@@ -770,23 +833,25 @@ class Bench:
             self.peers.append(
                 Peer("nginx", "nginx proxy", port, {"*": process}, "/api/v1", proxy_scenarios + ["limited"])
             )
-        if "express" in keys:
-            port, limited_port = free_port(), free_port()
-            env = self.base_env()
-            env.update(self.gateway_env(upstream_url))
-            env.update({"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"})
-            main = PROCESSES.start(
-                "express", ["node", "index.js"], env, EXPRESS_DIR, self.logs / "express.log"
+        if "express" in keys and self.express_build is not None:
+            built = self.express_build
+            # The real gateway mounts each proxy with router.use('/api/v1/products', ...)
+            # and http-proxy-middleware 3 sees the mount-stripped URL, so its
+            # pathRewrite never matches and /api/v1/products/1 leaves as /1.  A
+            # service URL with the service's path (HPM 3's documented remedy)
+            # makes the upstream see /products/1, as through every other peer.
+            env = self.gateway_env(upstream_url)
+            for name, service in zip(SERVICE_URL_VARS, SERVICES):
+                env[name] = f"{upstream_url}/{service}"
+            self.start_node_peer(
+                "express", f"Express gateway (real, {built['commit'][:7]})", ["node", built["entry"]],
+                Path(built["dir"]), env, all_scenarios,
             )
-            env_limited = dict(env, PORT=str(limited_port), RATE_LIMIT_MAX="1")
-            limited = PROCESSES.start(
-                "express (max=1)", ["node", "index.js"], env_limited, EXPRESS_DIR, self.logs / "express-limited.log"
+        if "express-reconstruction" in keys:
+            self.start_node_peer(
+                "express-reconstruction", "Express reconstruction (not the reference)", ["node", "index.js"],
+                RECONSTRUCTION_DIR, self.gateway_env(upstream_url), all_scenarios,
             )
-            wait_ready("express peer", main, port, "/health", self.logs / "express.log")
-            wait_ready("express peer (max=1)", limited, limited_port, "/health", self.logs / "express-limited.log")
-            peer = Peer("express", "Express stack", port, {"*": main, "limited": limited}, "/api/v1", all_scenarios)
-            peer.ports["limited"] = limited_port
-            self.peers.append(peer)
         workers_supported = self.qeetgw_has_workers()
         variants = [
             ("qeetgw" if workers == 1 else f"qeetgw-w{workers}", workers, {})
@@ -840,6 +905,27 @@ class Bench:
         time.sleep(0.5)
         PROCESSES.remember_children()
 
+    def start_node_peer(
+        self, key: str, label: str, argv: List[str], cwd: Path, gateway_env: Dict[str, str], scenarios: List[str]
+    ) -> None:
+        """
+        An Express gateway, twice: one with the bench's huge budget, and one
+        with RATE_LIMIT_MAX=1 for the limited scenario (its one limit covers
+        every /api/ path; it has no limit per route).
+        """
+        port, limited_port = free_port(), free_port()
+        env = self.base_env()
+        env.update(gateway_env)
+        env.update({"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"})
+        main = PROCESSES.start(key, argv, env, cwd, self.logs / f"{key}.log")
+        env_limited = dict(env, PORT=str(limited_port), RATE_LIMIT_MAX="1")
+        limited = PROCESSES.start(f"{key} (max=1)", argv, env_limited, cwd, self.logs / f"{key}-limited.log")
+        wait_ready(key, main, port, "/health", self.logs / f"{key}.log")
+        wait_ready(f"{key} (max=1)", limited, limited_port, "/health", self.logs / f"{key}-limited.log")
+        peer = Peer(key, label, port, {"*": main, "limited": limited}, "/api/v1", scenarios)
+        peer.ports["limited"] = limited_port
+        self.peers.append(peer)
+
     def qeetgw_has_workers(self) -> bool:
         result = subprocess.run(
             [self.twistd, "qeetgw", "--help"],
@@ -875,6 +961,21 @@ class Bench:
             result["get"] = {"status": status, "ok": status == 200 and body == self.small}
             status, _, body = http_request(peer.port, "GET", f"{peer.prefix}/products/big", auth, timeout=30)
             result["big"] = {"status": status, "bytes": len(body), "ok": status == 200 and body == self.big}
+            # Through to the echo upstream: the path and the token it received.
+            status, _, body = http_request(peer.port, "GET", f"{peer.prefix}/products/echo", auth)
+            echoed = {}
+            if status == 200:
+                try:
+                    echoed = json.loads(body)
+                except ValueError:
+                    pass
+            forwarded = [h.lower() for h in echoed.get("headers", {})]
+            result["echo"] = {
+                "status": status,
+                "upstream_path": echoed.get("path"),
+                "authorization_forwarded": "authorization" in forwarded,
+                "ok": status == 200 and echoed.get("path") == "/products/echo" and "authorization" in forwarded,
+            }
             post_headers = dict(auth, **{"Content-Type": "application/json"})
             started = time.monotonic()
             try:
@@ -899,6 +1000,16 @@ class Bench:
                 bad = {"Authorization": f"Bearer {tokens['bad']}", "Origin": ORIGIN}
                 status, _, _ = http_request(peer.port, "GET", f"{peer.prefix}/products/1", bad)
                 result["badtoken"] = {"status": status, "ok": status == 401}
+                status, _, _ = http_request(peer.port, "GET", f"{peer.prefix}/products/1", {"Origin": ORIGIN})
+                result["notoken"] = {"status": status, "ok": status == 401}
+            if "limited" in peer.scenarios:
+                # A valid token past the limit: 429 by the third request (nginx's
+                # limit_req and the Express instances with RATE_LIMIT_MAX=1 allow one).
+                port = peer.port_for("limited")
+                statuses = [
+                    http_request(port, "GET", f"{peer.prefix}/products/limited", auth)[0] for _ in range(3)
+                ]
+                result["limited"] = {"statuses": statuses, "ok": statuses[-1] == 429}
             checks[peer.key] = result
             summary = ", ".join(f"{k} {'ok' if v['ok'] else 'FAIL'}" for k, v in result.items())
             log(f"check {peer.label}: {summary}")
@@ -976,13 +1087,12 @@ def machine_info(bench: Bench) -> Dict[str, Any]:
         pyjwt_version = jwt.__version__
     except ImportError:
         pyjwt_version = "not installed (HS256 by hand)"
-    express_versions: Dict[str, str] = {}
-    try:
-        lock = json.loads((EXPRESS_DIR / "package-lock.json").read_text())
-        for name in ("express", "http-proxy-middleware", "helmet", "cors", "express-rate-limit", "jsonwebtoken"):
-            express_versions[name] = lock["packages"][f"node_modules/{name}"]["version"]
-    except (OSError, KeyError, ValueError):
-        pass
+    express: Optional[Dict[str, Any]] = None
+    if bench.express_build is not None:
+        built = bench.express_build
+        express = {key: built.get(key) for key in (
+            "commit", "source_kind", "source_dirty", "lock_sha256", "versions", "lock_versions", "mismatches",
+            "entry", "entry_note", "cached")}
     try:
         qeetgw_commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "qeetgw"])
@@ -1005,9 +1115,63 @@ def machine_info(bench: Bench) -> Dict[str, Any]:
         "node": run(["node", "--version"]),
         "nginx": run([find_nginx() or "nginx", "-v"]).replace("nginx version: ", ""),
         "wrk": run(["wrk", "--version"]).splitlines()[0].split(" Copyright")[0] if shutil.which("wrk") else "?",
-        "express_peer": express_versions,
+        "express_gateway": express,
         "qeetgw_commit": qeetgw_commit,
     }
+
+
+def round_ratios(runs: List[Dict[str, Any]], reference: str = "qeetgw") -> Dict[str, Dict[str, Any]]:
+    """
+    scenario -> peer -> qeetgw ÷ peer for req/s and p99, in each round (the
+    two ran minutes apart at most, under the same load) and the median of
+    those per-round ratios: the figures to quote.
+    """
+    by_key = {(r["scenario"], r["peer"], r["round"]): r for r in runs}
+    ratios: Dict[str, Dict[str, Any]] = {}
+    for (scenario, peer, round_number), row in sorted(by_key.items()):
+        mine = by_key.get((scenario, reference, round_number))
+        if peer == reference or mine is None or not row["rps"] or not row["p99_ms"]:
+            continue
+        entry = ratios.setdefault(scenario, {}).setdefault(peer, {"rps_ratio_rounds": [], "p99_ratio_rounds": []})
+        entry["rps_ratio_rounds"].append(mine["rps"] / row["rps"])
+        entry["p99_ratio_rounds"].append(mine["p99_ms"] / row["p99_ms"])
+    for peers in ratios.values():
+        for entry in peers.values():
+            entry["rps_ratio_median"] = statistics.median(entry["rps_ratio_rounds"])
+            entry["p99_ratio_median"] = statistics.median(entry["p99_ratio_rounds"])
+    return ratios
+
+
+def fmt_ratio(entry: Optional[Dict[str, Any]], what: str) -> str:
+    """``3.41x (3.30, 3.52)``: the median of the per-round ratios, then each round's."""
+    if not entry:
+        return "—"
+    rounds = entry[f"{what}_ratio_rounds"]
+    text = f"{entry[f'{what}_ratio_median']:.2f}x"
+    return text + (" (" + ", ".join(f"{r:.2f}" for r in rounds) + ")" if len(rounds) > 1 else "")
+
+
+def headline(results: Dict[str, Any]) -> str:
+    """qeetgw against the real Express gateway, per scenario: the ratios the issue quotes."""
+    express = next((p for p in results["peers"] if p["key"] == "express"), None)
+    if express is None:
+        return "No headline: the real Express gateway was not measured (see the notes)."
+    lines = [
+        f"qeetgw ÷ {express['label']}: median of the per-round ratios (each round's in brackets)",
+        "",
+        "| scenario | qeetgw req/s | Express req/s | qeetgw ÷ Express req/s | qeetgw ÷ Express p99 |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for scenario in results["scenarios"]:
+        rows = results["summary"].get(scenario["key"], {})
+        entry = results["ratios_qeetgw_to_peer"].get(scenario["key"], {}).get("express")
+        if "qeetgw" not in rows or "express" not in rows:
+            continue
+        lines.append(
+            f"| {scenario['label']} | {fmt(rows['qeetgw']['rps'])} | {fmt(rows['express']['rps'])} | "
+            f"{fmt_ratio(entry, 'rps')} | {fmt_ratio(entry, 'p99')} |"
+        )
+    return "\n".join(lines)
 
 
 def pick(runs: List[Dict[str, Any]], how: str) -> Dict[str, Any]:
@@ -1043,7 +1207,8 @@ def markdown(results: Dict[str, Any]) -> str:
     checks = results["checks"]
     peers = results["peers"]
     lines = [
-        "| scenario | peer | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | CPU s / 10k req | qeetgw ÷ peer req/s | qeetgw ÷ peer p99 | result |",
+        "| scenario | peer | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | CPU s / 10k req "
+        "| qeetgw ÷ peer req/s, median of rounds (each) | qeetgw ÷ peer p99, median (each) | result |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for scenario in scenarios:
@@ -1054,9 +1219,9 @@ def markdown(results: Dict[str, Any]) -> str:
             if row is None:
                 continue
             rps_ratio = p99_ratio = "—"
-            if q is not None and not peer["is_qeetgw"] and row["rps"] and row["p99_ms"]:
-                rps_ratio = f"{q['rps'] / row['rps']:.2f}x"
-                p99_ratio = f"{q['p99_ms'] / row['p99_ms']:.2f}x"
+            if q is not None and not peer["is_qeetgw"]:
+                entry = results["ratios_qeetgw_to_peer"].get(scenario["key"], {}).get(peer["key"])
+                rps_ratio, p99_ratio = fmt_ratio(entry, "rps"), fmt_ratio(entry, "p99")
             result = "ok" if row["ok"] else "FAIL"
             if scenario["key"] == "post1k":
                 post = checks.get(peer["key"], {}).get("post", {})
@@ -1129,13 +1294,25 @@ def workers_table(results: Dict[str, Any]) -> Optional[str]:
 
 
 def machine_line(machine: Dict[str, Any]) -> str:
-    e = machine.get("express_peer", {})
+    e = machine.get("express_gateway")
+    if e:
+        v = e["versions"]
+        express = (
+            f"real Express gateway qeetmart {e['commit'][:7]} (express {v.get('express', '?')}, "
+            f"http-proxy-middleware {v.get('http-proxy-middleware', '?')}, helmet {v.get('helmet', '?')}, "
+            f"express-rate-limit {v.get('express-rate-limit', '?')}, cors {v.get('cors', '?')}, "
+            f"zod {v.get('zod', '?')}; {'as' if not e['mismatches'] else 'NOT all as'} its pnpm-lock.yaml pins)"
+        )
+    else:
+        express = "real Express gateway not measured"
+    load = machine.get("loadavg_at_start") or []
     return (
         f"{machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']}; "
+        f"load average at start {' '.join(load) or '?'}"
+        + (f", at end {' '.join(machine['loadavg_at_end'])}" if machine.get("loadavg_at_end") else "")
+        + "; "
         f"Python {machine['python']}, Twisted {machine['twisted']}, pyjwt {machine['pyjwt']}; "
-        f"node {machine['node']} (express {e.get('express', '?')}, http-proxy-middleware "
-        f"{e.get('http-proxy-middleware', '?')}, helmet {e.get('helmet', '?')}, "
-        f"express-rate-limit {e.get('express-rate-limit', '?')}); nginx {machine['nginx']}; "
+        f"node {machine['node']}, {express}; nginx {machine['nginx']}; "
         f"{machine['wrk']}; qeetgw {machine['qeetgw_commit']}"
     )
 
@@ -1146,7 +1323,7 @@ def machine_line(machine: Dict[str, Any]) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="qeetgw against nginx and the Express gateway's stack, with wrk on loopback.",
+        description="qeetgw against nginx and the real Express gateway, with wrk on loopback.",
     )
     parser.add_argument("--duration", type=float, default=10, help="seconds of each timed wrk run (%(default)s)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each run, not counted (%(default)s)")
@@ -1158,7 +1335,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="qeetgw worker counts to run, comma list; >1 only when twistd qeetgw has --workers (%(default)s)")
     parser.add_argument("--peers", default=None,
                         help="comma list of peers to run: direct,nginx,express,qeetgw,qeetgw-w2,"
-                        "qeetgw-metrics,qeetgw-w2-metrics,qeetgw-2inst (all)")
+                        "qeetgw-metrics,qeetgw-w2-metrics,qeetgw-2inst (all of these), and "
+                        "express-reconstruction (bench/peers/express, only when named; never the reference). "
+                        "express is the REAL gateway, built from --express-src")
+    parser.add_argument("--express-src", default=os.environ.get("EXPRESS_SRC") or None,
+                        help="a qeetmart checkout or git directory (github.com/qeetgroup/qeetmart) whose "
+                        "micros/api-gateway is the real Express gateway; default $EXPRESS_SRC.  Without it the "
+                        "express peer is skipped.  Built once into $XDG_CACHE_HOME/qeetgw-bench (~/.cache)")
     parser.add_argument("--scenarios", default=None,
                         help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited (all)")
     parser.add_argument("--soak", action="store_true", help="also the 60-second memory-flatness run on qeetgw")
@@ -1183,17 +1366,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     atexit.register(PROCESSES.stop_all)
-    try:
-        ensure_tools(not args.no_install)
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 2
-
     all_peers = ["direct", "nginx", "express"] + [
         "qeetgw" if w == 1 else f"qeetgw-w{w}" for w in args.workers
     ] + ["qeetgw-metrics", "qeetgw-w2-metrics", "qeetgw-2inst"]
     peer_keys = [p.strip() for p in args.peers.split(",")] if args.peers else all_peers
+    node = "express" in peer_keys or "express-reconstruction" in peer_keys
+    try:
+        ensure_tools(not args.no_install, node, "express-reconstruction" in peer_keys)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
     bench = Bench(args)
+    try:
+        bench.prepare_express(args.express_src, peer_keys)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+        return 2
     tokens = {
         # Outlives the longest run; the real access tokens live 15 minutes.
         "valid": sign_hs256(access_claims(6 * 3600), JWT_SECRET),
@@ -1263,19 +1452,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         # the body arrived.
                         row["ok"] = False
                     summary.setdefault(scenario.key, {})[peer.key] = row
-        ratios: Dict[str, Dict[str, Any]] = {}
-        for scenario_key, rows in summary.items():
-            q = rows.get("qeetgw")
-            if q is None:
-                continue
-            for peer_key, row in rows.items():
-                if peer_key == "qeetgw" or not row["rps"] or not row["p99_ms"]:
-                    continue
-                ratios.setdefault(scenario_key, {})[peer_key] = {
-                    "rps_ratio": q["rps"] / row["rps"],
-                    "p99_ratio": q["p99_ms"] / row["p99_ms"],
-                }
+        ratios = round_ratios(runs)
         now = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            machine["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
+        except OSError:
+            pass
         results = {
             "time": now.isoformat(timespec="seconds"),
             "machine": machine,
@@ -1318,6 +1500,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"wrk -t1, {args.rounds} round(s) of {args.duration:g} s (after {args.warmup:g} s warm-up) per peer and "
             f"scenario, alternating peers; the {args.pick} round by req/s is shown."
         )
+        print()
+        print(headline(results))
         print()
         print(markdown(results))
         table = workers_table(results)
