@@ -329,7 +329,9 @@ def build(source: Path, log: Any, env: Dict[str, str], cache: Optional[Path] = N
             entry = home / GATEWAY / built.get("entry", "-")
             if built.get("sources_sha256") == sources and entry.is_file():
                 log(f"real Express gateway: using the build in {home} (commit {info['commit'][:12]})")
-                return dict(built, dir=str(home / GATEWAY), entry=str(entry), cached=True)
+                # This run's source (a checkout and a git directory of one commit share a build).
+                return dict(built, source_kind=info["kind"], source_dirty=info["dirty"], dir=str(home / GATEWAY),
+                            entry=str(entry), cached=True)
         shutil.rmtree(home, ignore_errors=True)
         staging.rename(home)
     finally:

@@ -1159,7 +1159,8 @@ def headline(results: Dict[str, Any]) -> str:
     lines = [
         f"qeetgw ÷ {express['label']}: median of the per-round ratios (each round's in brackets)",
         "",
-        "| scenario | qeetgw req/s | Express req/s | qeetgw ÷ Express req/s | qeetgw ÷ Express p99 |",
+        "| scenario | qeetgw req/s (best round) | Express req/s (best round) | qeetgw ÷ Express req/s "
+        "| qeetgw ÷ Express p99 |",
         "|---|--:|--:|--:|--:|",
     ]
     for scenario in results["scenarios"]:

@@ -1,7 +1,15 @@
 'use strict';
 /*
- * A reconstruction of the QeetMart Express gateway's middleware stack, kept
- * only as a peer for qeetgw's benchmark (`make bench`).  It is wired as the
+ * A RECONSTRUCTION of the QeetMart Express gateway's middleware stack, kept
+ * only as an opt-in peer of qeetgw's benchmark (`--peers
+ * express-reconstruction`).  It is NOT the reference: `make bench` measures
+ * the real gateway (micros/api-gateway of github.com/qeetgroup/qeetmart, named
+ * by EXPRESS_SRC), which served 1.4-1.8x this one's req/s in a same-run check.  Known
+ * differences: this verifies with jsonwebtoken where the real one has its own
+ * HS256 code, logs one JSON line where the real one logs two console.log
+ * lines, and rewrites paths that the real one forwards mount-stripped.
+ *
+ * It is wired as the
  * gateway contract (SPEC) and the original gateway's description say, in
  * the original's order:
  *
