@@ -46,6 +46,7 @@ from qeetgw.twistedcompat import TrustRoot
 from qeetgw.upstream.activehealth import ActiveHealthChecker
 from qeetgw.upstream.discovery import _Collector
 from qeetgw.upstream.health import HealthChecker
+from qeetgw.upstream.client import UpstreamConnection, _Reading
 from qeetgw.upstream.pool import CachingEndpointFactory
 from qeetgw.upstream.proxy import _BytesProducer
 from qeetgw.upstream.tls import PlatformTrustPlus
@@ -84,6 +85,7 @@ EXAMPLES: Dict[Type[Any], Callable[[], object]] = {
     ActiveHealthChecker: lambda: ActiveHealthChecker({}, StubTreq(Resource()), Clock(), 1000),
     # Twisted's.
     _BytesProducer: lambda: _BytesProducer(b"body"),
+    _Reading: lambda: _Reading(UpstreamConnection()),
     CachingEndpointFactory: lambda: CachingEndpointFactory(
         MemoryReactorClock(), BrowserLikePolicyForHTTPS()
     ),
