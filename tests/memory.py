@@ -200,17 +200,3 @@ class RecordingUpstream(Resource):
         if result is NOT_DONE_YET:
             self.pending.append(request)
         return result
-
-
-class RefusingAgent:
-    """
-    An agent for an upstream that is down.
-    """
-
-    def __init__(self, error: Exception) -> None:
-        self._error = error
-        self.requests: List[Tuple[bytes, bytes]] = []
-
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred:
-        self.requests.append((method, uri))
-        return fail(self._error)

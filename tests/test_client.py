@@ -81,24 +81,26 @@ class Canned(protocol.Protocol):
     C{answers}, then closes when told to.
     """
 
-    def __init__(self, answers: List[bytes], close: bool) -> None:
+    def __init__(self, answers: List[bytes], close: bool, close_on_empty: bool = False) -> None:
         self._answers = answers
         self._close = close
+        self._close_on_empty = close_on_empty
         self.received = b""
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
         if b"\r\n\r\n" in self.received and self._answers:
             self.received = b""
-            self.transport.write(self._answers.pop(0))
-            if self._close:
+            answer = self._answers.pop(0)
+            self.transport.write(answer)
+            if self._close or (self._close_on_empty and not answer):
                 self.transport.loseConnection()
 
 
-def raw(*answers: bytes, close: bool = False) -> MemoryUpstreams:
+def raw(*answers: bytes, close: bool = False, close_on_empty: bool = False) -> MemoryUpstreams:
     factory = protocol.Factory()
     queue = list(answers)
-    factory.buildProtocol = lambda addr: Canned(queue, close)  # type: ignore[method-assign]
+    factory.buildProtocol = lambda addr: Canned(queue, close, close_on_empty)  # type: ignore[method-assign]
     return MemoryUpstreams(server=factory)
 
 
@@ -355,26 +357,26 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(pool.idle_count(KEY), 0)
 
     def dead_kept_connection(self, method: bytes, body: Any = None) -> Any:
-        answer = Answer()
-        upstreams = MemoryUpstreams(answer)
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        # The upstream closes the kept connection as the next request
+        # arrives (its keep-alive timeout), before answering it.
+        upstreams = raw(ok, b"", ok, close_on_empty=True)
         pool = upstreams.pool(self.clock)
         Exchange(pool)
         upstreams.flush()
-        # The upstream closes the kept connection as the next request is sent.
         done = Exchange(pool, method, head(method, extra=b"Content-Length: 3\r\n" if body else b""), body)
-        upstreams.server_transports[0].loseConnection()
         upstreams.flush()
-        return upstreams, answer, done
+        return upstreams, done
 
     def test_dead_kept_connection_retried_for_idempotent_methods(self) -> None:
-        upstreams, answer, done = self.dead_kept_connection(b"GET")
+        upstreams, done = self.dead_kept_connection(b"GET")
         self.assertEqual(done.sink.body, b"hello")
         self.assertEqual(upstreams.connections, {b"upstream.test": 2})
 
     def test_dead_kept_connection_not_retried_for_post(self) -> None:
-        upstreams, answer, done = self.dead_kept_connection(b"POST", b"abc")
+        upstreams, done = self.dead_kept_connection(b"POST", b"abc")
         self.assertTrue(done.failure.check(ResponseNeverReceived))
-        self.assertEqual(len(answer.seen), 1)
+        self.assertEqual(upstreams.connections, {b"upstream.test": 1})
 
     def test_close_cached_connections(self) -> None:
         upstreams = MemoryUpstreams(Answer())
@@ -384,3 +386,32 @@ class PoolTests(SynchronousTestCase):
         pool.closeCachedConnections()
         upstreams.flush()
         self.assertEqual(upstreams.open_connections(), 0)
+
+
+class RequestHeadTests(SynchronousTestCase):
+    def test_split_url(self) -> None:
+        from qeetgw.upstream.requesthead import split_url
+
+        self.assertEqual(split_url(b"http://u.test/a?"), ((b"http", b"u.test", 80), b"u.test", b"/a?"))
+        self.assertEqual(split_url(b"http://u.test?x"), ((b"http", b"u.test", 80), b"u.test", b"/?x"))
+        self.assertEqual(split_url(b"https://u.test:8443"), ((b"https", b"u.test", 8443), b"u.test:8443", b"/"))
+        self.assertEqual(split_url(b"http://[::1]:81/p"), ((b"http", b"::1", 81), b"[::1]:81", b"/p"))
+        self.assertEqual(split_url(b"HTTP://127.0.0.1:80/p"), ((b"http", b"127.0.0.1", 80), b"127.0.0.1", b"/p"))
+
+    def test_request_head(self) -> None:
+        from qeetgw.upstream.requesthead import Unsendable, request_head
+
+        self.assertEqual(
+            request_head(b"GET", b"/a", b"h", b"X: 1\r\n", None),
+            b"GET /a HTTP/1.1\r\nHost: h\r\nX: 1\r\n\r\n",
+        )
+        self.assertEqual(
+            request_head(b"POST", b"/a", b"h", b"", None),
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        )
+        self.assertEqual(
+            request_head(b"DELETE", b"/a", b"h", b"", 3),
+            b"DELETE /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n",
+        )
+        self.assertRaises(Unsendable, request_head, b"G T", b"/a", b"h", b"", None)
+        self.assertRaises(Unsendable, request_head, b"GET", b"/a b", b"h", b"", None)

@@ -48,7 +48,6 @@ from qeetgw.upstream.discovery import _Collector
 from qeetgw.upstream.health import HealthChecker
 from qeetgw.upstream.client import UpstreamConnection, _Reading
 from qeetgw.upstream.pool import CachingEndpointFactory
-from qeetgw.upstream.proxy import _BytesProducer
 from qeetgw.upstream.tls import PlatformTrustPlus
 from tests.gateway import SECRET
 from tests.test_project import PROJECT_ROOT
@@ -84,7 +83,6 @@ EXAMPLES: Dict[Type[Any], Callable[[], object]] = {
     HealthChecker: lambda: HealthChecker([], StubTreq(Resource()), Clock(), 1000),
     ActiveHealthChecker: lambda: ActiveHealthChecker({}, StubTreq(Resource()), Clock(), 1000),
     # Twisted's.
-    _BytesProducer: lambda: _BytesProducer(b"body"),
     _Reading: lambda: _Reading(UpstreamConnection()),
     CachingEndpointFactory: lambda: CachingEndpointFactory(
         MemoryReactorClock(), BrowserLikePolicyForHTTPS()

@@ -25,7 +25,7 @@ from typing import IO, Any, Callable, List, Optional, Tuple, Union
 
 import httptools
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -180,6 +180,7 @@ class UpstreamConnection(protocol.Protocol):
         self.reusable = False
         self.exchanges = 0
         self.closed = False
+        self._waiting_for_close: List[Deferred[None]] = []
         self._parser: Any = None
         self._answer: Optional[Deferred[UpstreamResponse]] = None
         self._head_request = False
@@ -311,6 +312,9 @@ class UpstreamConnection(protocol.Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.closed = True
         self.reusable = False
+        waiting, self._waiting_for_close = self._waiting_for_close, []
+        for each in waiting:
+            each.callback(None)
         if self._answer is None and not self._fired or self._over:
             # Closed while idle (or after its exchange): tell the pool.
             self.released(self)
@@ -443,9 +447,17 @@ class UpstreamConnection(protocol.Protocol):
             else:
                 transport.loseConnection()
 
-    def close(self) -> None:
+    def close(self) -> "Deferred[None]":
         """
-        Close an idle connection.
+        Close an idle connection; the result fires once it is closed.
         """
         self._over = True
-        self._close()
+        if self.closed:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._waiting_for_close.append(closed)
+        # An idle connection has nothing in flight: close it politely.
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.loseConnection()
+        return closed

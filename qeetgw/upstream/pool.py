@@ -1,6 +1,7 @@
 """
-The gateway's client side: one keep-alive connection pool, and the agent
-every forwarded request, health probe and JWKS fetch goes through.
+The gateway's client side: the keep-alive L{ConnectionPool} every forwarded
+request goes out on, and the Agent (on a pool of its own) the health probes
+and JWKS fetches use; both connect through one L{CachingEndpointFactory}.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -46,13 +47,19 @@ class CachingEndpointFactory:
         """
         The endpoint for C{uri}'s scheme, host and port.
         """
-        key = (uri.scheme, uri.host, uri.port)
+        return self.endpoint_for((uri.scheme, uri.host, uri.port))
+
+    def endpoint_for(self, key: Tuple[bytes, bytes, int]) -> IStreamClientEndpoint:
+        """
+        The endpoint for a (scheme, host, port): a L{ConnectionPool}'s
+        C{endpoint_for}.
+        """
         endpoint = self._endpoints.get(key)
         if endpoint is None:
-            host = uri.host.decode("ascii")
-            endpoint = HostEndpoint(self._reactor, host, uri.port)
-            if uri.scheme == b"https":
-                creator = self._tls_policy.creatorForNetloc(uri.host, uri.port)
+            scheme, host, port = key
+            endpoint = HostEndpoint(self._reactor, host.decode("ascii"), port)
+            if scheme == b"https":
+                creator = self._tls_policy.creatorForNetloc(host, port)
                 endpoint = wrapClientTLS(creator, endpoint)
             self._endpoints[key] = endpoint
         return endpoint
@@ -61,29 +68,42 @@ class CachingEndpointFactory:
 @attrs.frozen
 class UpstreamPool:
     """
-    The shared client side: one keep-alive pool and the agent on it.
+    The shared client side: the forwarding pool (L{connections}), and the
+    agent on its own pool (L{pool}) for probes and JWKS fetches.
     """
 
     pool: HTTPConnectionPool
     agent: IAgent
     tls_policy: IPolicyForHTTPS
+    connections: "ConnectionPool"
+
+    def closeCachedConnections(self) -> "Deferred[None]":
+        """
+        Close both pools' idle connections (at shutdown; the name is
+        HTTPConnectionPool's, which the gateway's service calls).
+        """
+        both = [self.connections.closeCachedConnections(), self.pool.closeCachedConnections()]
+        return gatherResults(both).addCallback(lambda _: None)
 
 
 def make_pool(config: Config, reactor: Any) -> UpstreamPool:
     """
-    The connection pool and agent every forwarded request and probe uses.
+    The connection pools and agent every forwarded request and probe uses.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.upstream_pool_size
     # Idle connections are closed before the upstream's keep-alive timeout
     # would close them under a request in flight.
-    pool.cachedConnectionTimeout = config.upstream_keepalive_timeout_ms / 1000
-    # Only idempotent requests are retried by the pool, and only when a
-    # cached connection turned out dead: safe for a proxy.
-    pool.retryAutomatically = True
+    idle_timeout = config.upstream_keepalive_timeout_ms / 1000
     tls_policy = upstream_tls_policy(config.upstream_ca_file)
-    agent = Agent.usingEndpointFactory(reactor, CachingEndpointFactory(reactor, tls_policy), pool)
-    return UpstreamPool(pool=pool, agent=agent, tls_policy=tls_policy)
+    endpoints = CachingEndpointFactory(reactor, tls_policy)
+    connections = ConnectionPool(reactor, endpoints.endpoint_for, config.upstream_pool_size, idle_timeout)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = config.upstream_pool_size
+    pool.cachedConnectionTimeout = idle_timeout
+    # Only idempotent requests are retried by the pool, and only when a
+    # cached connection turned out dead: safe for probes.
+    pool.retryAutomatically = True
+    agent = Agent.usingEndpointFactory(reactor, endpoints, pool)
+    return UpstreamPool(pool=pool, agent=agent, tls_policy=tls_policy, connections=connections)
 
 
 #: The key connections are pooled under: scheme, host, port.
@@ -213,16 +233,18 @@ class ConnectionPool:
 
     def closeCachedConnections(self) -> "Deferred[None]":
         """
-        Close every idle connection (at shutdown); the name is
-        HTTPConnectionPool's, which the gateway's service calls.
+        Close every idle connection (at shutdown); the result fires once
+        they are closed.  The name is HTTPConnectionPool's, which the
+        gateway's service calls.
         """
+        closing = []
         for idle in self._idle.values():
             for connection, timer in idle:
                 if timer.active():
                     timer.cancel()
-                connection.close()
+                closing.append(connection.close())
         self._idle.clear()
-        return succeed(None)
+        return gatherResults(closing).addCallback(lambda _: None)
 
 
 def _parse_failure(reason: Failure) -> bool:
