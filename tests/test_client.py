@@ -264,6 +264,27 @@ class ClientTests(SynchronousTestCase):
         self.assertTrue(done.sink.ended.check(ResponseDone))
         self.assertEqual(pool.idle_count(KEY), 0)
 
+    def test_interim_responses_skipped(self) -> None:
+        upstreams = raw(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        pool = upstreams.pool(self.clock)
+        done = Exchange(pool)
+        upstreams.flush()
+        self.assertEqual(done.response.code, 200)
+        self.assertEqual(done.response.headers, [(b"Content-Length", b"2")])
+        self.assertEqual(done.sink.body, b"ok")
+        self.assertEqual(pool.idle_count(KEY), 1)
+
+    def test_upgrade_refused(self) -> None:
+        upstreams = raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+        pool = upstreams.pool(self.clock)
+        done = Exchange(pool)
+        upstreams.flush()
+        self.assertTrue(done.failure.check(ResponseNeverReceived))
+        self.assertEqual(upstreams.open_connections(), 0)
+
     def test_fields_as_sent(self) -> None:
         upstreams = raw(
             b"HTTP/1.1 201 Made It\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Odd_Name: v\r\n"
@@ -415,3 +436,50 @@ class RequestHeadTests(SynchronousTestCase):
         )
         self.assertRaises(Unsendable, request_head, b"G T", b"/a", b"h", b"", None)
         self.assertRaises(Unsendable, request_head, b"GET", b"/a b", b"h", b"", None)
+
+
+class BackpressureTests(SynchronousTestCase):
+    """
+    A slow client pauses reading from the upstream; a slow upstream holds a
+    file body back.
+    """
+
+    def test_pausing_the_body_pauses_the_upstream_transport(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from qeetgw.upstream.client import UpstreamConnection
+
+        transport = StringTransport()
+        connection = UpstreamConnection()
+        connection.makeConnection(transport)
+        answered = connection.send(head())
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        sink = Collect()
+        answered.addCallback(lambda response: response.deliver(sink))
+        self.assertEqual(sink.body, b"ab")
+        sink.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        sink.producer.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        connection.dataReceived(b"cd")
+        self.assertTrue(sink.ended.check(ResponseDone))
+        self.assertTrue(connection.reusable)
+
+    def test_file_body_written_as_the_transport_asks(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from qeetgw.upstream.client import UpstreamConnection
+
+        transport = StringTransport()
+        connection = UpstreamConnection()
+        connection.makeConnection(transport)
+        data = b"x" * (3 * 65536 + 10)
+        connection.send(head(b"POST"), io.BytesIO(data))
+        writer = transport.producer
+        self.assertFalse(transport.streaming)
+        # Nothing of the body is written until the transport asks for it.
+        self.assertEqual(transport.value(), head(b"POST"))
+        for _ in range(4):
+            writer.resumeProducing()
+        self.assertEqual(transport.value(), head(b"POST") + data)
+        self.assertIsNone(transport.producer)

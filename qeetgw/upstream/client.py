@@ -204,6 +204,7 @@ class UpstreamConnection(protocol.Protocol):
         self._broken: Optional[Failure] = None
         self._keep_alive = False
         self._stray = False
+        self._interim = False
         self._ended_by_close = False
         self._fired = False
         self._over = False
@@ -259,11 +260,14 @@ class UpstreamConnection(protocol.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         code = parser.get_status_code()
+        if code == 101:
+            # An upgrade the gateway never asked for and does not forward.
+            raise UpstreamParseError("unasked-for upgrade")
         if 100 <= code < 200:
-            # An interim response (100 Continue, 103 Early Hints): the
-            # gateway never asks for one, so any is a doubt; 101 is an
-            # upgrade we do not forward.
-            raise UpstreamParseError(f"interim response {code}")
+            # An interim response (100 Continue, 103 Early Hints): skipped,
+            # as twisted's client did; the final response follows.
+            self._interim = True
+            return
         length: Optional[int] = None
         for name, value in self._fields:
             if name.lower() == b"content-length":
@@ -284,6 +288,12 @@ class UpstreamConnection(protocol.Protocol):
         self._body.append(data)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._response_started = False
+            self._status_phrase = b""
+            self._fields = []
+            return
         self._response_complete = True
 
     # -- the transport ---------------------------------------------------
