@@ -11,7 +11,6 @@ from typing import Any, List, Optional, Tuple
 
 import attrs
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest

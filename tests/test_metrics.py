@@ -11,7 +11,6 @@ from OpenSSL.SSL import Error as TLSError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
