@@ -54,6 +54,25 @@ def listen_raw(test: TestCase, answer: bytes) -> Any:
     return factory, f"http://127.0.0.1:{port.getHost().port}"
 
 
+class _OneAnswerEach(protocol.Protocol):
+    """
+    Answers the first request on its connection, keeping it open, and
+    closes without an answer when a second arrives: an upstream whose
+    keep-alive timeout ran out as the gateway reused the connection.
+    """
+
+    answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        factory: RawUpstream = self.factory  # type: ignore[assignment]
+        factory.heads.append(data)
+        if self.answered:
+            self.transport.loseConnection()
+        else:
+            self.answered = True
+            self.transport.write(factory.answer)
+
+
 class UpstreamClientFixesTests(TestCase):
     """
     Connection-named fields, a HEAD's Content-Length and an empty query.
@@ -111,3 +130,36 @@ class UpstreamClientFixesTests(TestCase):
         self.assertEqual(response.json()["uri"], "/users/1?")
         response = yield fetch(port, request(b"GET", b"/api/v1/users/1"))
         self.assertEqual(response.json()["uri"], "/users/1")
+
+
+class DeadKeptConnectionTests(TestCase):
+    """
+    A kept connection the upstream closed as it was reused.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.upstream.protocol = _OneAnswerEach
+        port = reactor.listenTCP(0, self.upstream, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        _, self.port = yield start_gateway(self, gateway_environment(url))
+
+    @inlineCallbacks
+    def test_idempotent_request_sent_again_on_a_new_connection(self) -> Any:
+        first = yield fetch(self.port, request(b"GET", b"/api/v1/users/1"))
+        second = yield fetch(self.port, request(b"GET", b"/api/v1/users/2"))
+        self.assertEqual((first.code, second.code), (200, 200))
+        self.assertEqual(second.body, b"ok")
+        # The first connection's request, the dead reuse, and the new one.
+        self.assertEqual(len(self.upstream.heads), 3)
+
+    @inlineCallbacks
+    def test_post_is_not_sent_again(self) -> Any:
+        first = yield fetch(self.port, request(b"GET", b"/api/v1/users/1"))
+        second = yield fetch(self.port, request(b"POST", b"/api/v1/users/2", b"{}"))
+        self.assertEqual((first.code, second.code), (200, 502))
+        self.assertEqual(len(self.upstream.heads), 2)
