@@ -21,7 +21,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from qeetgw.upstream.client import Sink, UpstreamResponse
+from zope.interface import implementer
+
+from qeetgw.upstream.client import IBodySink, UpstreamResponse
 from qeetgw.upstream.pool import ConnectionPool
 from tests.memoryupstream import MemoryUpstreams
 
@@ -32,7 +34,8 @@ def head(method: bytes = b"GET", target: bytes = b"/x", extra: bytes = b"") -> b
     return method + b" " + target + b" HTTP/1.1\r\nHost: upstream.test\r\n" + extra + b"\r\n"
 
 
-class Collect(Sink):
+@implementer(IBodySink)
+class Collect:
     """
     Collects a body and how it ended.
     """

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 log = Logger()
 
@@ -50,28 +50,43 @@ class UpstreamParseError(Exception):
     """
 
 
-class Sink:
+class IBodySink(Interface):
     """
-    What a response body is delivered to: L{UpstreamResponse.deliver}'s
-    argument.  A plain base class rather than an interface: the proxy's
-    one implementation and the tests' ones subclass it.
+    What a response body is delivered to (L{UpstreamResponse.deliver}).
     """
 
-    def body_started(self, producer: IPushProducer) -> None:
+    def body_started(producer: IPushProducer) -> None:
         """
-        The body begins; C{producer} pauses and resumes reading it.
+        The body begins; C{producer} pauses and resumes reading it, and
+        stops it (closing the connection).
         """
 
-    def body_data(self, data: bytes) -> None:
+    def body_data(data: bytes) -> None:
         """
         A piece of the body.
         """
 
-    def body_ended(self, reason: Failure) -> None:
+    def body_ended(reason: Failure) -> None:
         """
         The body ended: L{ResponseDone} or L{PotentialDataLoss} when whole,
         anything else when it broke off.
         """
+
+
+@implementer(IBodySink)
+class _Discard:
+    """
+    Reads and drops a body, so its connection can be reused.
+    """
+
+    def body_started(self, producer: IPushProducer) -> None:
+        pass
+
+    def body_data(self, data: bytes) -> None:
+        pass
+
+    def body_ended(self, reason: Failure) -> None:
+        pass
 
 
 class UpstreamResponse:
@@ -99,7 +114,7 @@ class UpstreamResponse:
         self.length = length
         self._connection = connection
 
-    def deliver(self, sink: Sink) -> None:
+    def deliver(self, sink: IBodySink) -> None:
         """
         Deliver the body to C{sink}: what has arrived at once, the rest as
         it arrives.
@@ -110,7 +125,7 @@ class UpstreamResponse:
         """
         Read and drop the body, so the connection can be reused.
         """
-        self._connection._deliver(Sink())
+        self._connection._deliver(_Discard())
 
     def abandon(self) -> None:
         """
@@ -200,7 +215,7 @@ class UpstreamConnection(protocol.Protocol):
         self._response_started = False
         self._response_complete = False
         self._body: List[bytes] = []
-        self._sink: Optional[Sink] = None
+        self._sink: Optional[IBodySink] = None
         self._broken: Optional[Failure] = None
         self._keep_alive = False
         self._stray = False
@@ -376,7 +391,7 @@ class UpstreamConnection(protocol.Protocol):
             else:
                 answer.errback(ResponseNeverReceived([reason]))
 
-    def _deliver(self, sink: Sink) -> None:
+    def _deliver(self, sink: IBodySink) -> None:
         self._sink = sink
         sink.body_started(_Reading(self))
         self._flush_body()

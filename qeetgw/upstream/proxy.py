@@ -32,6 +32,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from qeetgw.clientaddr import peer_is_trusted
 from qeetgw.correlation import correlation_id
@@ -45,7 +46,7 @@ from qeetgw.upstream.balancing import (
     is_retryable,
     outcome_of_status,
 )
-from qeetgw.upstream.client import Body, Sink, UpstreamResponse
+from qeetgw.upstream.client import Body, IBodySink, UpstreamResponse
 from qeetgw.upstream.forwarding import (
     client_response_fields,
     header_lines,
@@ -106,7 +107,8 @@ def request_body(content: Optional[IO[bytes]]) -> Body:
     return content
 
 
-class _StreamToClient(Sink):
+@implementer(IBodySink)
+class _StreamToClient:
     """
     Receives an upstream response body and writes it to the client as it
     arrives.
