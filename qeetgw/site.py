@@ -272,8 +272,8 @@ def build_site(
         metrics = Metrics()
     if upstreams is None:
         upstreams = make_pool(config, reactor)
-    # Health probes and JWKS fetches go through treq on the forwarding
-    # agent: the same pool and the same TLS verification as proxied requests.
+    # Health probes and JWKS fetches go through treq on the Agent: the same
+    # endpoints and TLS verification as proxied requests.
     probe_client = HTTPClient(upstreams.agent)
     verifier = TokenVerifier(
         config,
@@ -298,7 +298,7 @@ def build_site(
         )
     proxy = ReverseProxyResource(
         routes,
-        upstreams.agent,
+        upstreams.connections,
         clock,
         config.proxy_timeout_ms / 1000,
         metrics=metrics,

@@ -10,14 +10,12 @@ import base64
 from typing import Any, Dict, Mapping, Optional
 
 import jwt
-from treq.testing import RequestTraversalAgent
 from twisted.internet.testing import MemoryReactorClock
-from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from qeetgw.config import load_config
 from qeetgw.site import Gateway, build_site
-from qeetgw.upstream.pool import UpstreamPool
 from tests.memory import Connection, RawResponse, RecordingUpstream
+from tests.memoryupstream import MemoryUpstreams
 
 #: A 32-byte HMAC key, and JWT_SECRET as the auth-service is given it.
 KEY = b"k" * 32
@@ -65,7 +63,9 @@ class MemoryGateway:
         self.clock = reactor if reactor is not None else MemoryReactorClock()
         self.clock.advance(NOW)
         self.upstream = RecordingUpstream(answer)
-        self.agent = RequestTraversalAgent(self.upstream)
+        #: The in-memory upstreams the gateway's own client connects to
+        #: (and the probes' agent): C{flush} moves their bytes.
+        self.agent = MemoryUpstreams(self.upstream)
         settings = {
             "JWT_SECRET": SECRET,
             **{f"{name}_SERVICE_URL": "http://upstream.test" for name in
@@ -73,10 +73,8 @@ class MemoryGateway:
             **(env or {}),
         }
         self.config = load_config(settings)
-        upstreams = UpstreamPool(
-            pool=HTTPConnectionPool(self.clock),
-            agent=self.agent,
-            tls_policy=BrowserLikePolicyForHTTPS(),
+        upstreams = self.agent.upstream_pool(
+            self.clock, self.config.upstream_pool_size, self.config.upstream_keepalive_timeout_ms / 1000
         )
         self.gateway: Gateway = build_site(
             self.config, self.clock, upstreams=upstreams, clock=self.clock, metrics=metrics

@@ -11,7 +11,6 @@ from typing import Any, List, Optional, Tuple
 
 import attrs
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import StringTransport
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
@@ -200,17 +199,3 @@ class RecordingUpstream(Resource):
         if result is NOT_DONE_YET:
             self.pending.append(request)
         return result
-
-
-class RefusingAgent:
-    """
-    An agent for an upstream that is down.
-    """
-
-    def __init__(self, error: Exception) -> None:
-        self._error = error
-        self.requests: List[Tuple[bytes, bytes]] = []
-
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred:
-        self.requests.append((method, uri))
-        return fail(self._error)

@@ -29,6 +29,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementedBy, providedBy
 from zope.interface.verify import verifyObject
 
@@ -46,8 +47,9 @@ from qeetgw.twistedcompat import TrustRoot
 from qeetgw.upstream.activehealth import ActiveHealthChecker
 from qeetgw.upstream.discovery import _Collector
 from qeetgw.upstream.health import HealthChecker
+from qeetgw.upstream.client import UpstreamConnection, _Discard, _Reading
+from qeetgw.upstream.proxy import _StreamToClient
 from qeetgw.upstream.pool import CachingEndpointFactory
-from qeetgw.upstream.proxy import _BytesProducer
 from qeetgw.upstream.tls import PlatformTrustPlus
 from tests.gateway import SECRET
 from tests.test_project import PROJECT_ROOT
@@ -82,8 +84,10 @@ EXAMPLES: Dict[Type[Any], Callable[[], object]] = {
     RedisStore: lambda: RedisStore("redis://localhost:6379", "p:", 100, Clock()),
     HealthChecker: lambda: HealthChecker([], StubTreq(Resource()), Clock(), 1000),
     ActiveHealthChecker: lambda: ActiveHealthChecker({}, StubTreq(Resource()), Clock(), 1000),
+    _Discard: _Discard,
+    _StreamToClient: lambda: _StreamToClient(DummyRequest([b""]), Deferred()),
     # Twisted's.
-    _BytesProducer: lambda: _BytesProducer(b"body"),
+    _Reading: lambda: _Reading(UpstreamConnection()),
     CachingEndpointFactory: lambda: CachingEndpointFactory(
         MemoryReactorClock(), BrowserLikePolicyForHTTPS()
     ),

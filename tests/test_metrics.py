@@ -11,24 +11,20 @@ from OpenSSL.SSL import Error as TLSError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import (
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    ResponseNeverReceived,
-)
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.metrics import Metrics, auth_reason_label, status_class
 from qeetgw.server import GatewaySite
 from qeetgw.site import MeteredSite, build_site
-from qeetgw.upstream.pool import UpstreamPool
 from qeetgw.upstream.proxy import UpstreamTimeout, upstream_error_kind
 from tests.gateway import MemoryGateway, token
-from tests.memory import Connection, RefusingAgent, get
+from tests.memory import Connection, RecordingUpstream, get
+from tests.memoryupstream import MemoryUpstreams, refusing
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 
@@ -167,31 +163,20 @@ class TrafficTests(TestCase):
         )
 
 
-class _SilentAgent:
-    """
-    An agent whose upstream never answers.
-    """
-
-    def request(self, *args: Any, **kwargs: Any) -> "Deferred[Any]":
-        return Deferred()
-
-
 class UpstreamErrorTests(TestCase):
     """
     Upstream failures, counted by kind.
     """
 
-    def gateway(self, agent: Any) -> Any:
+    def gateway(self, upstream: MemoryUpstreams) -> Any:
         memory = MemoryGateway({"REQUIRE_AUTH": "false"})
         metrics = Metrics(process=False)
-        upstreams = UpstreamPool(
-            pool=HTTPConnectionPool(memory.clock), agent=agent, tls_policy=BrowserLikePolicyForHTTPS()
-        )
+        upstreams = upstream.upstream_pool(memory.clock)
         gateway = build_site(memory.config, memory.clock, upstreams=upstreams, clock=memory.clock, metrics=metrics)
         return memory.clock, gateway, metrics
 
     def test_connect(self) -> None:
-        _, gateway, metrics = self.gateway(RefusingAgent(ConnectionRefusedError()))
+        _, gateway, metrics = self.gateway(refusing(ConnectionRefusedError()))
         connection = Connection(gateway.site)
         connection.send(get(b"/api/v1/users/1"))
         self.assertEqual(connection.response().code, 502)
@@ -208,7 +193,7 @@ class UpstreamErrorTests(TestCase):
         self.assertEqual(value(samples, "qeetgw_upstream_requests_in_flight", service="user-service"), 0)
 
     def test_timeout(self) -> None:
-        clock, gateway, metrics = self.gateway(_SilentAgent())
+        clock, gateway, metrics = self.gateway(MemoryUpstreams(RecordingUpstream(lambda request: NOT_DONE_YET)))
         connection = Connection(gateway.site)
         connection.send(get(b"/api/v1/users/1"))
         clock.advance(5.5)

@@ -1,7 +1,7 @@
 """
 Tests for L{qeetgw.upstream.proxy} and L{qeetgw.server}, in memory: raw HTTP bytes in
-from a client, an in-memory upstream behind L{RequestTraversalAgent}, a fake
-clock for timeouts.
+from a client, the proxy's own client connected to an in-memory upstream
+(L{tests.memoryupstream.MemoryUpstreams}), a fake clock for timeouts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -27,10 +26,10 @@ from tests.memory import (
     SERVICES,
     Connection,
     RecordingUpstream,
-    RefusingAgent,
     get,
     with_body,
 )
+from tests.memoryupstream import MemoryUpstreams, refusing
 
 
 class NotFound(Resource):
@@ -44,9 +43,9 @@ class NotFound(Resource):
         return render_error(request, GatewayError("NOT_FOUND", "own"))
 
 
-def gateway(agent: Any, body_limit: int = 1024 * 1024, timeout: float = 5.0) -> tuple[GatewaySite, MemoryReactorClock]:
+def gateway(upstreams: MemoryUpstreams, body_limit: int = 1024 * 1024, timeout: float = 5.0) -> tuple[GatewaySite, MemoryReactorClock]:
     clock = MemoryReactorClock()
-    proxy = ReverseProxyResource(RouteTable.from_services(SERVICES), agent, clock, timeout)
+    proxy = ReverseProxyResource(RouteTable.from_services(SERVICES), upstreams.pool(clock), clock, timeout)
     return GatewaySite(GatewayRoot(proxy, NotFound()), body_limit, clock), clock
 
 
@@ -57,7 +56,7 @@ class ForwardingTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.upstream = RecordingUpstream()
-        self.agent = RequestTraversalAgent(self.upstream)
+        self.agent = MemoryUpstreams(self.upstream)
         self.site, self.clock = gateway(self.agent)
 
     def exchange(self, raw: bytes, head: bool = False) -> Any:
@@ -170,7 +169,7 @@ class PassThroughTests(SynchronousTestCase):
 
     def answer_with(self, answer: Any, raw: bytes, head: bool = False) -> Any:
         self.upstream = RecordingUpstream(answer)
-        self.agent = RequestTraversalAgent(self.upstream)
+        self.agent = MemoryUpstreams(self.upstream)
         self.site, self.clock = gateway(self.agent)
         self.connection = Connection(self.site)
         self.connection.send(raw)
@@ -326,7 +325,7 @@ class FailureTests(SynchronousTestCase):
     """
 
     def test_unreachable_is_502(self) -> None:
-        agent = RefusingAgent(ConnectionRefusedError("127.0.0.1"))
+        agent = refusing(ConnectionRefusedError("127.0.0.1"))
         site, _ = gateway(agent)
         connection = Connection(site)
         connection.send(get(b"/api/v1/users/7", b"X-Correlation-ID: c-1\r\n"))
@@ -341,7 +340,7 @@ class FailureTests(SynchronousTestCase):
 
     def test_slow_upstream_is_504_at_the_timeout(self) -> None:
         upstream = RecordingUpstream(lambda request: NOT_DONE_YET)
-        agent = RequestTraversalAgent(upstream)
+        agent = MemoryUpstreams(upstream)
         site, clock = gateway(agent, timeout=5.0)
         connection = Connection(site)
         connection.send(get(b"/api/v1/payments/1"))
@@ -355,7 +354,7 @@ class FailureTests(SynchronousTestCase):
         self.assertIn("payment-service", response.json()["error"]["message"])
 
     def test_no_route_is_404(self) -> None:
-        agent = RefusingAgent(ConnectionRefusedError())
+        agent = refusing(ConnectionRefusedError())
         site, _ = gateway(agent)
         for path in [b"/api/v1/usersX", b"/api/v1/nothing/1", b"/api", b"/api/v2/users"]:
             connection = Connection(site)
@@ -366,7 +365,7 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(agent.requests, [])
 
     def test_bad_target_is_400(self) -> None:
-        agent = RefusingAgent(ConnectionRefusedError())
+        agent = refusing(ConnectionRefusedError())
         site, _ = gateway(agent)
         connection = Connection(site)
         connection.send(get(b"/api/v1/users/..%2F..%2Fadmin"))
@@ -376,11 +375,9 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(agent.requests, [])
 
     def test_our_fault_is_500_without_traceback(self) -> None:
-        class Broken:
-            def request(self, *args: Any) -> Any:
-                raise ZeroDivisionError("secret internals")
-
-        site, _ = gateway(Broken())
+        broken = MemoryUpstreams(Resource())
+        broken.raise_on_connect = ZeroDivisionError("secret internals")
+        site, _ = gateway(broken)
         errors: list = []
         globalLogPublisher.addObserver(errors.append)
         self.addCleanup(globalLogPublisher.removeObserver, errors.append)
@@ -401,7 +398,7 @@ class BodyLimitTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.upstream = RecordingUpstream()
-        self.agent = RequestTraversalAgent(self.upstream)
+        self.agent = MemoryUpstreams(self.upstream)
         self.site, _ = gateway(self.agent, body_limit=100)
 
     def test_declared_length_over_limit_answered_at_once(self) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, List
 
-from twisted.internet.defer import fail
-from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
@@ -26,52 +24,20 @@ def host_of(request: IRequest) -> str:
     return request.requestHeaders.getRawHeaders(b"host")[0].decode()
 
 
-class HostsDown:
-    """
-    Wraps the in-memory agent: requests to the hosts in C{down} fail to
-    connect, as a stopped instance does.
-    """
-
-    def __init__(self, inner: Any, down: List[bytes]) -> None:
-        self._inner = inner
-        self.down = down
-        self.refused: Counter = Counter()
-
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Any:
-        host = uri.split(b"/")[2]
-        if host in self.down:
-            self.refused[host] += 1
-            return fail(ConnectionRefusedError(host.decode()))
-        return self._inner.request(method, uri, headers, bodyProducer)
-
-
 def gateway(answer: Any = None, **env: str) -> MemoryGateway:
     settings = {"REQUIRE_AUTH": "false", "USER_SERVICE_URL": THREE, **env}
     made = MemoryGateway(settings, answer=answer)
     return made
 
 
-def down_agent(made: MemoryGateway, *hosts: bytes) -> HostsDown:
+def down_agent(made: MemoryGateway, *hosts: bytes) -> Any:
     """
-    Put C{hosts} down behind C{made}'s proxy.
+    Put C{hosts} down behind C{made}'s proxy: their connections are refused,
+    as a stopped instance's are.  The result's C{down} and C{refused} say
+    which hosts are down and how often each refused.
     """
-    from qeetgw.upstream.proxy import ReverseProxyResource
-
-    proxy = _find(made.gateway.site.resource, ReverseProxyResource)
-    wrapper = HostsDown(proxy._agent, list(hosts))
-    proxy._agent = wrapper
-    return wrapper
-
-
-def _find(resource: Any, kind: type) -> Any:
-    seen = [resource]
-    while seen:
-        current = seen.pop()
-        if isinstance(current, kind):
-            return current
-        seen.extend(value for name, value in vars(current).items()
-                    if name in ("wrapped", "_api", "_own") and value is not None)
-    raise LookupError(kind)
+    made.agent.down = list(hosts)
+    return made.agent
 
 
 class BalancingTests(SynchronousTestCase):

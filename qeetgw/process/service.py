@@ -24,11 +24,11 @@ from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.server import GatewaySite
 from qeetgw.twistedcompat import clear_exit_signal
+from qeetgw.upstream.pool import UpstreamPool
 
 log = Logger()
 
@@ -41,7 +41,7 @@ class GatewayService(MultiService):
     @param endpoint: a Twisted server endpoint description, or an endpoint
         (a worker's adopted socket).
     @param site: the gateway's site.
-    @param pool: the upstream connection pool, closed on stop.
+    @param pool: the upstream pools (forwarding and probes), closed on stop.
     @param grace: seconds in-flight requests may take to finish on stop.
     @param observer: when given, the log observer twistd is to use (set as
         the application's L{ILogObserver} component, the documented hook).
@@ -61,7 +61,7 @@ class GatewayService(MultiService):
         self,
         endpoint: Union[str, IStreamServerEndpoint],
         site: GatewaySite,
-        pool: Optional[HTTPConnectionPool],
+        pool: Optional[UpstreamPool],
         grace: float,
         observer: Optional[ILogObserver] = None,
         reactor: Any = None,

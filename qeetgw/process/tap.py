@@ -152,7 +152,7 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
     return GatewayService(
         config.listen,
         gateway.site,
-        gateway.upstreams.pool,
+        gateway.upstreams,
         grace=config.shutdown_grace_ms / 1000,
         # JSON lines replace twistd's text observer; text keeps twistd's own
         # (stdout with --nodaemon, twistd.log otherwise).

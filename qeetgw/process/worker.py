@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     service = GatewayService(
         AdoptedStreamServerEndpoint(reactor, descriptor, family),
         gateway.site,
-        gateway.upstreams.pool,
+        gateway.upstreams,
         grace=config.shutdown_grace_ms / 1000,
         reactor=reactor,
         parts=gateway.parts,

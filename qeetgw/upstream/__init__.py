@@ -13,5 +13,8 @@ The upstream side: where a request on /api/* goes, and how it gets there.
 - L{qeetgw.upstream.health} and L{qeetgw.upstream.activehealth}: what
   the gateway knows about its upstreams' health, and the checks that learn it;
 - L{qeetgw.upstream.pool} and L{qeetgw.upstream.tls}: the keep-alive
-  connections to the upstreams, and how an https upstream is verified.
+  connections to the upstreams, and how an https upstream is verified;
+- L{qeetgw.upstream.client}: one connection's exchanges (the response
+  parsed by httptools, the body streamed with backpressure), and
+  L{qeetgw.upstream.requesthead}: the request head sent as bytes.
 """

@@ -7,7 +7,7 @@ plain values.
 
 from __future__ import annotations
 
-from typing import FrozenSet, List, Optional, Sequence
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twisted.web.http_headers import Headers
 
@@ -162,3 +162,63 @@ def merge_vary(ours: Sequence[bytes], theirs: Sequence[bytes]) -> bytes:
                 seen.add(lowered)
                 fields.append(token)
     return b", ".join(fields)
+
+
+#: A header field as sent on the wire: (name, value), name in its own case.
+Field = Tuple[bytes, bytes]
+
+
+def connection_named_fields(fields: Sequence[Field]) -> FrozenSet[bytes]:
+    """
+    The lower-cased field names listed in the Connection fields of
+    C{fields}, which are hop-by-hop for that message (RFC 9110 7.6.1).
+    """
+    names = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    names.add(token)
+    return frozenset(names)
+
+
+#: The response fields the gateway never passes on: hop-by-hop fields, and
+#: those naming the upstream's software.
+_DROPPED_FROM_RESPONSES: FrozenSet[bytes] = HOP_BY_HOP | _SOFTWARE_NAMING
+
+
+def client_response_fields(upstream: Sequence[Field]) -> Dict[bytes, Tuple[bytes, List[bytes]]]:
+    """
+    The upstream response's fields (as the upstream sent them) as the client
+    gets them, grouped by lower-cased name: (the name as first sent, its
+    values in order).  Dropped, as by L{client_response_headers}: hop-by-hop
+    fields, fields the response's Connection field names, the fields that
+    name server software and the CORS fields.  Content-Length is kept: the
+    proxy decides on it.
+    """
+    named = connection_named_fields(upstream)
+    kept: Dict[bytes, Tuple[bytes, List[bytes]]] = {}
+    for name, value in upstream:
+        lowered = name.lower()
+        if lowered in _DROPPED_FROM_RESPONSES or lowered in named or lowered.startswith(CORS_PREFIX):
+            continue
+        entry = kept.get(lowered)
+        if entry is None:
+            kept[lowered] = (name, [value])
+        else:
+            entry[1].append(value)
+    return kept
+
+
+def header_lines(headers: Headers) -> bytes:
+    """
+    C{headers} as request header lines (each ending in CRLF), for a head
+    sent as bytes.  The values came from a request twisted.web parsed line
+    by line, or were made by the gateway: none holds a line break.
+    """
+    return b"".join(
+        name + b": " + value + b"\r\n"
+        for name, values in headers.getAllRawHeaders()
+        for value in values
+    )

@@ -6,29 +6,30 @@ It keeps the shape of L{twisted.web.proxy.ReverseProxyResource} and fixes
 its limits: HTTP/1.1 with a shared keep-alive pool, streaming with
 backpressure both ways, a timeout, and the gateway's JSON errors.
 
-Why not treq here: treq's L{treq.client.HTTPClient} wraps every request in
-a cookie agent (one jar for all clients: one user's Set-Cookie would be
-replayed for the next), a gzip-decoding agent (it rewrites Accept-Encoding
-and decodes bodies) and, by default, a redirect agent.  Each breaks a
-transparent proxy, and together they cost a third of the per-request time,
-so the forwarding path drives the L{IAgent} treq is built on directly.
-treq stays for the health probes, where none of that matters.
+Why not treq, nor twisted's Agent, here: treq's L{treq.client.HTTPClient}
+wraps every request in a cookie agent (one jar for all clients: one user's
+Set-Cookie would be replayed for the next), a gzip-decoding agent and a
+redirect agent, each wrong for a transparent proxy; the Agent under it
+canonicalises every header, drops a bare C{?}, keeps a response's
+Connection-named fields and a HEAD's Content-Length from us, and was half
+the gateway's CPU.  Requests go out on our own L{ConnectionPool}
+(L{qeetgw.upstream.pool}, L{qeetgw.upstream.client}); treq and the Agent
+stay for the health probes and JWKS fetches, where none of that matters.
 """
 
 from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING, Any, Mapping, Optional
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
-from twisted.internet.task import Cooperator, deferLater
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IRequest, IResponse
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -45,7 +46,15 @@ from qeetgw.upstream.balancing import (
     is_retryable,
     outcome_of_status,
 )
-from qeetgw.upstream.forwarding import client_response_headers, merge_vary, upstream_request_headers
+from qeetgw.upstream.client import Body, IBodySink, UpstreamResponse
+from qeetgw.upstream.forwarding import (
+    client_response_fields,
+    header_lines,
+    merge_vary,
+    upstream_request_headers,
+)
+from qeetgw.upstream.pool import ConnectionPool
+from qeetgw.upstream.requesthead import Unsendable, request_head, split_url
 from qeetgw.upstream.routes import Route, RouteTable
 from qeetgw.upstream.services import ServiceUpstream
 
@@ -76,36 +85,12 @@ def note_upstream(request: IRequest, service: str, status: Optional[int]) -> Non
     state.upstream_status = status
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
+def request_body(content: Optional[IO[bytes]]) -> Body:
     """
-    A small request body, written in one go.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> "Deferred[None]":
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-def body_producer(
-    content: Optional[IO[bytes]], cooperator: Cooperator
-) -> Optional[IBodyProducer]:
-    """
-    The producer of a request body that twisted.web has received whole into
-    C{content} (within JSON_BODY_LIMIT), or L{None} for no body.
+    The body to send for a request that twisted.web has received whole
+    into C{content} (within JSON_BODY_LIMIT): L{None} for none, bytes when
+    small, else the file itself (from its start), which the connection
+    reads in pieces as the upstream accepts them.
 
     The upstream always gets a Content-Length framing we produced ourselves,
     whatever framing (length or chunked) the client used.
@@ -118,20 +103,19 @@ def body_producer(
     if length == 0:
         return None
     if length <= _IN_ONE_WRITE:
-        return _BytesProducer(content.read())
-    producer = FileBodyProducer(content, cooperator=cooperator)
-    assert producer.length != UNKNOWN_LENGTH
-    return producer
+        return content.read()
+    return content
 
 
-class _StreamToClient(Protocol):
+@implementer(IBodySink)
+class _StreamToClient:
     """
     Receives an upstream response body and writes it to the client as it
     arrives.
 
-    The upstream connection is registered as the client request's producer,
-    so a client that reads slowly pauses reading from the upstream: memory
-    stays bounded whatever the body's size.
+    The upstream connection's reading is registered as the client request's
+    producer, so a client that reads slowly pauses reading from the
+    upstream: memory stays bounded whatever the body's size.
     """
 
     def __init__(
@@ -143,19 +127,20 @@ class _StreamToClient(Protocol):
         self._request = request
         self._finished = finished
         self._metrics = metrics
+        self._producer: Optional[IPushProducer] = None
         self.client_gone = False
         #: Whether the upstream body broke off before its end.
         self.broke = False
 
-    def connectionMade(self) -> None:
-        producer: IPushProducer = self.transport  # type: ignore[assignment]
+    def body_started(self, producer: IPushProducer) -> None:
+        self._producer = producer
         self._request.registerProducer(producer, True)
 
-    def dataReceived(self, data: bytes) -> None:
+    def body_data(self, data: bytes) -> None:
         if not self.client_gone:
             self._request.write(data)
 
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+    def body_ended(self, reason: Failure) -> None:
         request = self._request
         if not self.client_gone:
             request.unregisterProducer()
@@ -183,9 +168,14 @@ class _StreamToClient(Protocol):
         The client went away: stop reading the upstream body and close its
         connection, which cannot be reused mid-response.
         """
+        if self.client_gone:
+            return
         self.client_gone = True
-        if self.transport is not None:
-            self.transport.stopProducing()
+        if self._producer is not None:
+            self._producer.stopProducing()
+            # The connection says nothing more once abandoned.
+            if not self._finished.called:
+                self._finished.callback(None)
 
 
 def abort_client(request: IRequest) -> None:
@@ -204,8 +194,8 @@ class ReverseProxyResource(Resource):
     Forwards every request below it to the upstream its path routes to.
 
     @param routes: the route table.
-    @param agent: the agent requests go through (an L{Agent} on the shared
-        keep-alive pool; anything providing L{IAgent} in tests).
+    @param connections: the keep-alive pool requests go out on (its
+        endpoints connect to in-memory upstreams in tests).
     @param clock: the clock for the proxy timeout.
     @param timeout: seconds an upstream may take to start its response.
     @param metrics: where to count upstream times, errors and requests in
@@ -219,7 +209,7 @@ class ReverseProxyResource(Resource):
     def __init__(
         self,
         routes: RouteTable,
-        agent: IAgent,
+        connections: ConnectionPool,
         clock: IReactorTime,
         timeout: float,
         metrics: "Optional[Metrics]" = None,
@@ -229,12 +219,9 @@ class ReverseProxyResource(Resource):
         self._metrics = metrics
         self._upstreams = upstreams
         self._routes = routes
-        self._agent = agent
+        self._connections = connections
         self._clock = clock
         self._timeout = timeout
-        # Large bodies are read from their file in steps scheduled on our
-        # clock (the reactor in service, a fake clock in tests).
-        self._cooperator = Cooperator(scheduler=lambda step: clock.callLater(0, step))
 
     def render(self, request: IRequest) -> Any:
         """
@@ -360,15 +347,16 @@ class _Exchange:
         self.holds_retry = False
         metrics = proxy._metrics
         self.metrics = metrics.service(route.service.name) if metrics is not None else None
-        self.headers = upstream_request_headers(
+        self.header_lines = header_lines(upstream_request_headers(
             request.requestHeaders,
             peer_ip=getattr(request.getClientAddress(), "host", None),
             proto=b"https" if request.isSecure() else b"http",
             correlation_id=correlation_id(request),
             peer_trusted=peer_is_trusted(request),
             trace=trace_of(request),
-        )
+        ))
         length = _content_length(request.content)
+        self.length: Optional[int] = length or None
         self.body_kept = upstream is not None and body_is_kept(length, upstream.retry_buffer_bytes)
 
     def start(self) -> None:
@@ -408,18 +396,19 @@ class _Exchange:
         note_tries(request, self.tries, instance.url if instance is not None else None)
         sent_at = self.proxy._clock.seconds()
         try:
-            answered = self.proxy._agent.request(
-                request.method, url, self.headers,
-                body_producer(request.content, self.proxy._cooperator),
-            )
-        except ValueError:
-            # The Agent refuses a method or URI that is not valid HTTP to send
-            # on; the client asked for something we cannot forward.
+            key, host, target = split_url(url)
+            head = request_head(request.method, target, host, self.header_lines, self.length)
+        except Unsendable:
+            # A method or target that is not valid HTTP to send on: the
+            # client asked for something we cannot forward.
             if instance is not None:
                 upstream.instances.cancelled(instance)  # type: ignore[union-attr]
             self._release_retry()
             write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
             return
+        answered = self.proxy._connections.request(
+            key, request.method, head, request_body(request.content)
+        )
         answered.addTimeout(timeout, self.proxy._clock, onTimeoutCancel=_timed_out)
         self.pending = answered
         answered.addCallbacks(
@@ -428,12 +417,12 @@ class _Exchange:
         )
         answered.addErrback(self._bug)
 
-    def _answered(self, response: IResponse, instance: Any, sent_at: float) -> Any:
+    def _answered(self, response: UpstreamResponse, instance: Any, sent_at: float) -> Any:
         self.pending = None
         outcome = outcome_of_status(response.code)
         if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
             self._finished(instance, outcome)
-            response.deliverBody(_Discard())
+            response.discard()
             self._release_retry()
             self._retry()
             return None
@@ -447,29 +436,24 @@ class _Exchange:
         # are the gateway's alone (client_response_headers drops the
         # upstream's), and so is the correlation id.
         outgoing = request.responseHeaders
-        for name, values in client_response_headers(response.headers).getAllRawHeaders():
-            if name.lower() == b"vary" and outgoing.hasHeader(b"vary"):
+        for lowered, (name, values) in client_response_fields(response.headers).items():
+            if lowered == b"vary" and outgoing.hasHeader(b"vary"):
                 values = [merge_vary(outgoing.getRawHeaders(b"vary"), values)]
-            outgoing.setRawHeaders(name, list(values))
-        # twisted's client keeps Content-Length out of response.headers
-        # (with the other connection-control fields) and gives it as
-        # response.length; without it twisted.web would send the body
-        # chunked.  For HEAD, 204 and 304 the client reports 0, which is
-        # not the upstream's value: none is sent (RFC 9110 forbids one on
-        # a 204 outright).
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in (204, 304)
-        ):
-            outgoing.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+            elif lowered == b"content-length":
+                if response.code in (204, 304):
+                    # RFC 9110 forbids one on a 204 outright; a 304's would
+                    # describe a body the client never gets from us.
+                    continue
+                # One value: llhttp refuses a response whose lengths differ.
+                values = values[:1]
+            outgoing.setRawHeaders(name, values)
         outgoing.setRawHeaders(b"x-correlation-id", [correlation_id(request).encode("ascii")])
         finished: Deferred[None] = Deferred()
         self.streaming = _StreamToClient(request, finished, self.metrics)
         if self.holds_retry:
             # A retry's try ends with its body, however that ends.
             finished.addBoth(self._release_retry_passing)
-        response.deliverBody(self.streaming)
+        response.deliver(self.streaming)
         if instance is not None:
             upstream = self.upstream
 
@@ -613,17 +597,6 @@ def _outcome_of_failure(reason: Failure) -> Outcome:
     if kind == "timeout":
         return Outcome.TIMEOUT
     return Outcome.RESET
-
-
-class _Discard(Protocol):
-    """
-    Reads and drops the body of an answer that is tried again elsewhere, so
-    its connection can go back to the pool.
-    """
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
 
 
 def _timed_out(result: object, timeout: float) -> Failure:

@@ -113,7 +113,7 @@ def start_gateway(test: TestCase, env: Mapping[str, str]) -> Any:
     service = GatewayService(
         config.listen,
         gateway.site,
-        gateway.upstreams.pool,
+        gateway.upstreams,
         config.shutdown_grace_ms / 1000,
         parts=gateway.parts,
     )

@@ -324,7 +324,7 @@ class TLSOverLimitBodyTests(TestCase):
         env = gateway_environment(closed_port_url(), JSON_BODY_LIMIT="1mb", **self.extra)
         config = load_config(env, {}, {"LISTEN": listen})
         gateway = build_site(config, reactor)
-        service = GatewayService(config.listen, gateway.site, gateway.upstreams.pool, 1.0)
+        service = GatewayService(config.listen, gateway.site, gateway.upstreams, 1.0)
         service.startService()
         self.addCleanup(service.stopService)
         port = yield service.listening

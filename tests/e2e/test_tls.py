@@ -147,7 +147,7 @@ class TLSTerminationTests(TestCase):
         listen = f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={cert_file}"
         config = load_config(gateway_environment(closed_port_url()), {}, {"LISTEN": listen})
         gateway = build_site(config, reactor)
-        service = GatewayService(config.listen, gateway.site, gateway.upstreams.pool, 1.0)
+        service = GatewayService(config.listen, gateway.site, gateway.upstreams, 1.0)
         service.startService()
         self.addCleanup(service.stopService)
         port = yield service.listening
