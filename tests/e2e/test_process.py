@@ -27,6 +27,7 @@ from tests.e2e.support import (
     request,
     spawn_gateway,
     twistd_command,
+    wait_for,
     wait_until_refused,
 )
 from tests.e2e.upstreams import BlobUpstream, ScriptedUpstream
@@ -179,7 +180,9 @@ class PortInUseTests(TestCase):
         )
         self.assertEqual(code, 1, out + err)
         self.assertIn(b"cannot listen on tcp:", err)
-        self.assertFalse(os.path.exists(pidfile))
+        # The daemon removes its pid file after it has reported, so the
+        # parent may exit a moment before the file goes.
+        yield wait_for(lambda: not os.path.exists(pidfile), "the pid file removed")
 
 
 class ServingProcessTests(TestCase):
