@@ -1,0 +1,64 @@
+"""
+Tests for L{qeetgw.fields}: fields encoded once go into a response's
+L{Headers} exactly as C{setRawHeaders} / C{addRawHeader} would put them.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from qeetgw.fields import add_fields, encode_fields, set_fields, stored_name
+from qeetgw.headers import HELMET_HEADERS
+
+_NAMES = [b"x-xss-protection", b"X-DNS-Prefetch-Control", b"content-type", b"WWW-AUTHENTICATE", b"etag", b"RateLimit"]
+
+
+def _fields(headers: Headers) -> List[Tuple[bytes, List[bytes]]]:
+    return [(name, list(values)) for name, values in headers.getAllRawHeaders()]
+
+
+class EncodedFieldsTests(SynchronousTestCase):
+    """
+    L{encode_fields}, L{set_fields} and L{add_fields} against Twisted's own calls.
+    """
+
+    def test_set_is_set_raw_headers(self) -> None:
+        pairs = list(HELMET_HEADERS) + [(name, b"v") for name in _NAMES] + [(b"x-odd", b"a\r\nb\nc\rd")]
+        ours, theirs = Headers(), Headers()
+        for headers in (ours, theirs):
+            headers.setRawHeaders(b"Date", [b"today"])
+            headers.setRawHeaders(b"x-frame-options", [b"DENY"])  # replaced, in place
+        set_fields(ours, encode_fields(pairs))
+        for name, value in pairs:
+            theirs.setRawHeaders(name, [value])
+        self.assertEqual(_fields(ours), _fields(theirs))
+        self.assertEqual(ours.getRawHeaders(b"x-xss-protection"), [b"v"])
+
+    def test_add_is_add_raw_header(self) -> None:
+        pairs = [(b"vary", b"Origin"), (b"Vary", b"Access-Control-Request-Headers"), (b"x-n", b"1\n2")]
+        ours, theirs = Headers({b"vary": [b"Accept"]}), Headers({b"vary": [b"Accept"]})
+        add_fields(ours, encode_fields(pairs))
+        for name, value in pairs:
+            theirs.addRawHeader(name, value)
+        self.assertEqual(_fields(ours), _fields(theirs))
+
+    def test_stored_name(self) -> None:
+        for name in _NAMES:
+            headers = Headers()
+            headers.setRawHeaders(name, [b"v"])
+            self.assertEqual([stored_name(name)], [key for key, _ in headers.getAllRawHeaders()])
+
+    def test_responses_share_no_values(self) -> None:
+        """
+        Adding to a field set from the encoded ones changes that response only.
+        """
+        fields = encode_fields(HELMET_HEADERS)
+        first, second = Headers(), Headers()
+        set_fields(first, fields)
+        set_fields(second, fields)
+        first.addRawHeader(b"x-frame-options", b"DENY")
+        self.assertEqual(second.getRawHeaders(b"x-frame-options"), [b"SAMEORIGIN"])
+        self.assertEqual(encode_fields(HELMET_HEADERS), fields)
