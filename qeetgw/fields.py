@@ -10,18 +10,20 @@ the fields are defined, and the stored bytes are put into a response's
 L{Headers} as they are (L{qeetgw.twistedcompat.set_stored_fields}): the
 bytes on the wire are the ones C{setRawHeaders} would have given.
 
-A value made per request (a count, an id) may go in with a name from
-L{stored_name} only when it cannot hold a CR or LF: digits, an id of
-printable ASCII.
+A value made per request (a count, an id, an origin) goes in through
+L{KnownNames}: the name encoded once, the value as it is unless it holds a
+CR or LF, when Twisted's own call replaces them as it always did.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Tuple
 
+from twisted.web.http_headers import Headers
+
 from qeetgw.twistedcompat import add_stored_fields, set_stored_fields, stored_field
 
-__all__ = ["Fields", "add_fields", "encode_fields", "set_fields", "stored_name"]
+__all__ = ["Fields", "KnownNames", "add_fields", "encode_fields", "set_fields", "stored_name"]
 
 #: Fields as a L{Headers} keeps them: (name, value) pairs from
 #: L{encode_fields}.
@@ -44,3 +46,40 @@ def stored_name(name: bytes) -> bytes:
     The field name C{name} as a L{Headers} keeps it.
     """
     return stored_field(name, b"")[0]
+
+
+class KnownNames:
+    """
+    Field names encoded once, for values made per request: a value without
+    CR or LF (what C{setRawHeaders} would keep as it is) goes in as it is,
+    under its stored name; any other takes Twisted's own call.
+
+    @param names: the names; a name not among them takes Twisted's own call.
+    """
+
+    def __init__(self, names: Iterable[bytes]) -> None:
+        self._stored = {name: stored_name(name) for name in names}
+
+    def set(self, headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
+        """
+        As C{headers.setRawHeaders(name, [value])} for each of C{fields}.
+        """
+        stored = self._stored
+        for name, value in fields:
+            key = stored.get(name)
+            if key is None or b"\r" in value or b"\n" in value:
+                headers.setRawHeaders(name, [value])
+            else:
+                set_stored_fields(headers, ((key, value),))
+
+    def add(self, headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
+        """
+        As C{headers.addRawHeader(name, value)} for each of C{fields}.
+        """
+        stored = self._stored
+        for name, value in fields:
+            key = stored.get(name)
+            if key is None or b"\r" in value or b"\n" in value:
+                headers.addRawHeader(name, value)
+            else:
+                add_stored_fields(headers, ((key, value),))

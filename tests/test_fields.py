@@ -10,7 +10,7 @@ from typing import List, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from qeetgw.fields import add_fields, encode_fields, set_fields, stored_name
+from qeetgw.fields import KnownNames, add_fields, encode_fields, set_fields, stored_name
 from qeetgw.headers import HELMET_HEADERS
 
 _NAMES = [b"x-xss-protection", b"X-DNS-Prefetch-Control", b"content-type", b"WWW-AUTHENTICATE", b"etag", b"RateLimit"]
@@ -62,3 +62,29 @@ class EncodedFieldsTests(SynchronousTestCase):
         first.addRawHeader(b"x-frame-options", b"DENY")
         self.assertEqual(second.getRawHeaders(b"x-frame-options"), [b"SAMEORIGIN"])
         self.assertEqual(encode_fields(HELMET_HEADERS), fields)
+
+
+class KnownNamesTests(SynchronousTestCase):
+    """
+    L{KnownNames} gives what Twisted's own calls give, for any value.
+    """
+
+    values = [b"60", b"req-1", b"http://localhost:3000", b"a\r\nInjected: 1", b"b\nc", b"d\re", b"", b"\x00\x7f\xff"]
+
+    def test_set(self) -> None:
+        names = KnownNames([b"ratelimit-reset", b"X-Correlation-ID"])
+        ours, theirs = Headers({b"date": [b"today"]}), Headers({b"date": [b"today"]})
+        for value in self.values:
+            for name in (b"ratelimit-reset", b"X-Correlation-ID", b"unknown-name"):
+                names.set(ours, [(name, value)])
+                theirs.setRawHeaders(name, [value])
+                self.assertEqual(_fields(ours), _fields(theirs))
+
+    def test_add(self) -> None:
+        names = KnownNames([b"Vary", b"Access-Control-Allow-Origin"])
+        ours, theirs = Headers(), Headers()
+        for value in self.values:
+            for name in (b"Vary", b"Access-Control-Allow-Origin", b"unknown-name"):
+                names.add(ours, [(name, value)])
+                theirs.addRawHeader(name, value)
+        self.assertEqual(_fields(ours), _fields(theirs))
