@@ -21,9 +21,22 @@ from typing import Iterable, Tuple
 
 from twisted.web.http_headers import Headers
 
-from qeetgw.twistedcompat import add_stored_fields, set_stored_fields, stored_field
+from qeetgw.twistedcompat import (
+    add_stored_fields,
+    set_stored_fields,
+    set_stored_values,
+    stored_field,
+)
 
-__all__ = ["Fields", "KnownNames", "add_fields", "encode_fields", "set_fields", "stored_name"]
+__all__ = [
+    "Fields",
+    "KnownNames",
+    "add_fields",
+    "copy_field",
+    "encode_fields",
+    "set_fields",
+    "stored_name",
+]
 
 #: Fields as a L{Headers} keeps them: (name, value) pairs from
 #: L{encode_fields}.
@@ -31,6 +44,10 @@ Fields = Tuple[Tuple[bytes, bytes], ...]
 
 set_fields = set_stored_fields
 add_fields = add_stored_fields
+#: C{copy_field(headers, name, values)}: set field C{name} of C{headers}
+#: to C{values}, a name and values as another L{Headers} gave them (its
+#: C{getAllRawHeaders}), so already in their stored form.
+copy_field = set_stored_values
 
 
 def encode_fields(fields: Iterable[Tuple[bytes, bytes]]) -> Fields:

@@ -44,6 +44,7 @@ __all__ = [
     "add_stored_fields",
     "clear_exit_signal",
     "set_stored_fields",
+    "set_stored_values",
     "stored_field",
 ]
 
@@ -351,6 +352,17 @@ def set_stored_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -
     stored = _stored_fields(headers)
     for name, value in fields:
         stored[name] = [value]
+
+
+def set_stored_values(headers: Headers, name: bytes, values: Iterable[bytes]) -> None:
+    """
+    Set field C{name} of C{headers} to C{values}, as C{setRawHeaders} does,
+    when they are as another L{Headers} keeps them (from its
+    C{getAllRawHeaders}): copying fields between two L{Headers} without
+    canonicalising and sanitising them again.  Private: see
+    L{_stored_fields}.
+    """
+    _stored_fields(headers)[name] = list(values)
 
 
 def add_stored_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:

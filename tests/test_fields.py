@@ -10,7 +10,7 @@ from typing import List, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from qeetgw.fields import KnownNames, add_fields, encode_fields, set_fields, stored_name
+from qeetgw.fields import KnownNames, add_fields, copy_field, encode_fields, set_fields, stored_name
 from qeetgw.headers import HELMET_HEADERS
 
 _NAMES = [b"x-xss-protection", b"X-DNS-Prefetch-Control", b"content-type", b"WWW-AUTHENTICATE", b"etag", b"RateLimit"]
@@ -88,3 +88,22 @@ class KnownNamesTests(SynchronousTestCase):
                 names.add(ours, [(name, value)])
                 theirs.addRawHeader(name, value)
         self.assertEqual(_fields(ours), _fields(theirs))
+
+
+class CopyFieldTests(SynchronousTestCase):
+    """
+    L{copy_field} copies what another L{Headers} gives as
+    C{setRawHeaders} would, without sharing its lists.
+    """
+
+    def test_copy(self) -> None:
+        source = Headers()
+        source.setRawHeaders(b"set-cookie", [b"a=1", b"b=2\r\nx"])
+        source.setRawHeaders(b"x-xss-protection", [b"0"])
+        ours, theirs = Headers(), Headers()
+        for name, values in source.getAllRawHeaders():
+            copy_field(ours, name, values)
+            theirs.setRawHeaders(name, list(values))
+        self.assertEqual(_fields(ours), _fields(theirs))
+        ours.addRawHeader(b"set-cookie", b"c=3")
+        self.assertEqual(source.getRawHeaders(b"set-cookie"), [b"a=1", b"b=2 x"])
