@@ -22,7 +22,9 @@ from typing import Iterable, Tuple
 from twisted.web.http_headers import Headers
 
 from qeetgw.twistedcompat import (
+    add_known_fields,
     add_stored_fields,
+    set_known_fields,
     set_stored_fields,
     set_stored_values,
     stored_field,
@@ -81,22 +83,10 @@ class KnownNames:
         """
         As C{headers.setRawHeaders(name, [value])} for each of C{fields}.
         """
-        stored = self._stored
-        for name, value in fields:
-            key = stored.get(name)
-            if key is None or b"\r" in value or b"\n" in value:
-                headers.setRawHeaders(name, [value])
-            else:
-                set_stored_fields(headers, ((key, value),))
+        set_known_fields(headers, self._stored, fields)
 
     def add(self, headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
         """
         As C{headers.addRawHeader(name, value)} for each of C{fields}.
         """
-        stored = self._stored
-        for name, value in fields:
-            key = stored.get(name)
-            if key is None or b"\r" in value or b"\n" in value:
-                headers.addRawHeader(name, value)
-            else:
-                add_stored_fields(headers, ((key, value),))
+        add_known_fields(headers, self._stored, fields)
