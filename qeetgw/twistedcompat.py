@@ -14,7 +14,8 @@ Everything here was read in the source of Twisted 16.6.0, 17.1.0, 17.9.0,
 18.4.0, 18.9.0, 21.2.0, 22.1.0, 22.4.0, 22.10.0, 23.8.0, 23.10.0, 24.3.0,
 24.7.0, 24.10.0, 24.11.0, 25.5.0, 26.4.0 and 26.10.0; "since" is the first
 of those that has it as described, and each is unchanged from there through
-26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)
+26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)  The
+header-field functions, last below, were read in 26.10.0 only.
 
 This module imports nothing of ours, so that any module may use it.
 """
