@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 from twisted.web.iweb import IRequest
 
+from qeetgw.fields import KnownNames
 from qeetgw.randomness import random_hex
 from qeetgw.requeststate import state_of
 
@@ -17,6 +18,8 @@ from qeetgw.requeststate import state_of
 HEADER = b"x-correlation-id"
 #: The longest client id kept; a longer one is replaced.
 MAX_LENGTH = 128
+#: The response header's name, encoded once (L{qeetgw.fields}).
+_NAMES = KnownNames([HEADER])
 
 def make_id() -> str:
     """
@@ -62,5 +65,5 @@ def correlation_id(request: IRequest) -> str:
         return existing
     headers = request.requestHeaders.getRawHeaders(HEADER)
     chosen = state.correlation_id = accept_or_make(headers[0] if headers else None)
-    request.responseHeaders.setRawHeaders(HEADER, [chosen.encode("ascii")])
+    _NAMES.set(request.responseHeaders, ((HEADER, chosen.encode("ascii")),))
     return chosen

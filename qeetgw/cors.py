@@ -20,6 +20,7 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from qeetgw.fields import KnownNames
 from qeetgw.wrapping import Wrapper
 
 #: Response headers a browser app may read: the correlation id and the
@@ -27,6 +28,21 @@ from qeetgw.wrapping import Wrapper
 EXPOSED_HEADERS = (
     b"X-Correlation-ID, RateLimit, RateLimit-Policy, RateLimit-Limit, "
     b"RateLimit-Remaining, RateLimit-Reset, Retry-After"
+)
+
+#: The names of the fields L{cors_headers} gives, and Content-Length,
+#: encoded once (L{qeetgw.fields}).
+_NAMES = KnownNames(
+    [
+        b"Vary",
+        b"Access-Control-Allow-Origin",
+        b"Access-Control-Allow-Credentials",
+        b"Access-Control-Allow-Methods",
+        b"Access-Control-Allow-Headers",
+        b"Access-Control-Max-Age",
+        b"Access-Control-Expose-Headers",
+        b"content-length",
+    ]
 )
 
 
@@ -130,12 +146,12 @@ class CORS(Wrapper):
         preflight = is_preflight(request)
         requested = request.requestHeaders.getRawHeaders(b"access-control-request-headers")
         outgoing = request.responseHeaders
-        for name, value in cors_headers(
-            self.policy, origin, preflight, b", ".join(requested) if requested else None
-        ):
-            outgoing.addRawHeader(name, value)
+        _NAMES.add(
+            outgoing,
+            cors_headers(self.policy, origin, preflight, b", ".join(requested) if requested else None),
+        )
         if preflight:
             request.setResponseCode(204)
-            request.setHeader(b"content-length", b"0")
+            _NAMES.set(outgoing, ((b"content-length", b"0"),))
             return b""
         return self.render_wrapped(request)

@@ -9,13 +9,20 @@ answers is never passed through here: only what the gateway itself says.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from typing import Any, Mapping, Optional
 
 from twisted.web.iweb import IRequest
 
 from qeetgw.correlation import correlation_id
+from qeetgw.fields import encode_fields, set_fields, stored_name
 
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+#: Content-Type of an envelope, and the name Content-Length is kept under,
+#: encoded once (L{qeetgw.fields}).
+_CONTENT_TYPE_FIELDS = encode_fields([(b"content-type", JSON_CONTENT_TYPE)])
+_CONTENT_LENGTH = stored_name(b"content-length")
 
 #: The status each error code is sent with.
 STATUS_FOR_CODE: Mapping[str, int] = {
@@ -60,12 +67,16 @@ def dumps(value: Any) -> bytes:
 
 def envelope(code: str, message: str, correlation_id: Optional[str]) -> bytes:
     """
-    The body of an error response.
+    The body of an error response: the bytes L{dumps} gives for
+    C{{"success": false, "error": {"message": ..., "code": ...,
+    "correlationId": ...}}}, with only the three strings encoded per call
+    (by the function C{json} uses for a string with C{ensure_ascii=False}).
     """
-    error: dict[str, Any] = {"message": message, "code": code}
+    text = '{"success":false,"error":{"message":' + encode_basestring(message)
+    text += ',"code":' + encode_basestring(code)
     if correlation_id is not None:
-        error["correlationId"] = correlation_id
-    return dumps({"success": False, "error": error})
+        text += ',"correlationId":' + encode_basestring(correlation_id)
+    return (text + "}}").encode("utf-8")
 
 
 def render_error(request: IRequest, error: GatewayError) -> bytes:
@@ -74,9 +85,11 @@ def render_error(request: IRequest, error: GatewayError) -> bytes:
     body, for a C{render} method to return (or to write and finish).
     """
     request.setResponseCode(error.status)
-    request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+    headers = request.responseHeaders
+    set_fields(headers, _CONTENT_TYPE_FIELDS)
+    # After the Content-Type: choosing the correlation id sets its field.
     body = envelope(error.code, error.message, correlation_id(request))
-    request.setHeader(b"content-length", b"%d" % (len(body),))
+    set_fields(headers, ((_CONTENT_LENGTH, b"%d" % (len(body),)),))
     return body
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence, Tuple
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from qeetgw.fields import encode_fields, set_fields
 from qeetgw.wrapping import Wrapper
 
 #: helmet 8's default headers and values, in helmet's order
@@ -39,14 +40,15 @@ HELMET_HEADERS: Sequence[Tuple[bytes, bytes]] = (
     (b"X-XSS-Protection", b"0"),
 )
 
+#: L{HELMET_HEADERS} encoded once (L{qeetgw.fields}).
+_HELMET_FIELDS = encode_fields(HELMET_HEADERS)
+
 
 def apply_security_headers(request: IRequest) -> None:
     """
     Set the helmet headers on C{request}'s response.
     """
-    headers = request.responseHeaders
-    for name, value in HELMET_HEADERS:
-        headers.setRawHeaders(name, [value])
+    set_fields(request.responseHeaders, _HELMET_FIELDS)
 
 
 class SecurityHeaders(Wrapper):

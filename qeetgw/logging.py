@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Optional
+from json.encoder import encode_basestring
+from typing import IO, Any, Callable, Dict, List, Optional
 
 from twisted.logger import (
     ILogObserver,
@@ -37,6 +38,23 @@ _ACCESS_FORMAT = (
     "{method} {path} {status} {duration_ms}ms {bytes_sent}B"
     " service={service} upstream_status={upstream_status}"
     " client={client_ip} correlation_id={correlation_id} trace_id={trace_id}"
+)
+
+
+#: The fields of an access event, in the order L{access_event} gives them.
+ACCESS_FIELDS = (
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "bytes_sent",
+    "correlation_id",
+    "client_ip",
+    "service",
+    "upstream_status",
+    "tries",
+    "instance",
+    "trace_id",
 )
 
 
@@ -148,6 +166,59 @@ def event_as_json(event: LogEvent) -> Dict[str, Any]:
 # JSONEncoder for every call, and this runs for every request.
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
+_ACCESS_KEYS: List[str] = list(ACCESS_FIELDS)
+#: Each access field with the separator and key before its value, as
+#: L{_ENCODER} writes them.
+_ACCESS_PREFIXES = tuple((", " + encode_basestring(key) + ": ", key) for key in ACCESS_FIELDS)
+
+
+def access_line(event: LogEvent) -> Optional[str]:
+    """
+    The JSON line of an access event, written for its known fields: the
+    same text as L{_ENCODER} gives for L{event_as_json}, several times
+    cheaper, and this runs for every request.  L{None} for any event it is
+    not sure of — another namespace, other fields, a failure, a value of
+    another type than str, int, finite float or None — which then takes the
+    general encoder.
+
+    Strings are escaped by C{json.encoder.encode_basestring}, the function
+    the encoder itself uses with C{ensure_ascii=False}; ints and floats are
+    written with C{int.__repr__} and C{float.__repr__}, as it writes them.
+    """
+    if event.get("log_namespace") != "qeetgw.access" or "log_failure" in event:
+        return None
+    if [key for key in event if not key.startswith("log_")] != _ACCESS_KEYS:
+        return None
+    level = getattr(event.get("log_level"), "name", None)
+    if type(level) is not str:
+        return None
+    parts = [
+        '{"time": ',
+        encode_basestring(_timestamp(event.get("log_time", 0))),
+        ', "level": ',
+        encode_basestring(level),
+        ', "namespace": "qeetgw.access", "message": ',
+        encode_basestring(_message(event)),
+    ]
+    append = parts.append
+    for prefix, key in _ACCESS_PREFIXES:
+        value = event[key]
+        kind = type(value)
+        if kind is str:
+            text = encode_basestring(value)
+        elif value is None:
+            text = "null"
+        elif kind is int:
+            text = int.__repr__(value)
+        elif kind is float and value - value == 0.0:  # finite: not NaN, not ±inf
+            text = float.__repr__(value)
+        else:
+            return None
+        append(prefix)
+        append(text)
+    append("}")
+    return "".join(parts)
+
 
 @implementer(ILogObserver)
 class JSONLinesObserver:
@@ -169,7 +240,7 @@ class JSONLinesObserver:
 
     def __call__(self, event: LogEvent) -> None:
         try:
-            line = _ENCODER.encode(event_as_json(event))
+            line = access_line(event) or _ENCODER.encode(event_as_json(event))
         except Exception as error:  # never let a log line take the server down
             line = json.dumps({"message": "unloggable event", "error": str(error)})
         self._out.write(line + "\n")

@@ -14,14 +14,15 @@ Everything here was read in the source of Twisted 16.6.0, 17.1.0, 17.9.0,
 18.4.0, 18.9.0, 21.2.0, 22.1.0, 22.4.0, 22.10.0, 23.8.0, 23.10.0, 24.3.0,
 24.7.0, 24.10.0, 24.11.0, 25.5.0, 26.4.0 and 26.10.0; "since" is the first
 of those that has it as described, and each is unchanged from there through
-26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)
+26.10.0.  (qeetgw itself needs 26.10.0 for other reasons: see setup.py.)  The
+header-field functions, last below, were read in 26.10.0 only.
 
 This module imports nothing of ours, so that any module may use it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from OpenSSL import SSL
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -30,6 +31,7 @@ from twisted.web.http import (
     _ChunkedTransferDecoder,
     _MalformedChunkedDataError,
 )
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -40,7 +42,13 @@ __all__ = [
     "IOpenSSLTrustRoot",
     "MalformedChunkedData",
     "TrustRoot",
+    "add_known_fields",
+    "add_stored_fields",
     "clear_exit_signal",
+    "set_known_fields",
+    "set_stored_fields",
+    "set_stored_values",
+    "stored_field",
 ]
 
 
@@ -295,3 +303,124 @@ class HookedHTTPChannel(HTTPChannel):
         """
         self._networkProducer.unregisterProducer()
         self._networkProducer.resumeProducing()
+
+
+# ---------------------------------------------------------------------------
+# twisted.web: header fields
+# ---------------------------------------------------------------------------
+
+
+def _stored_fields(headers: Headers) -> Dict[bytes, List[bytes]]:
+    # Private: C{Headers._rawHeaders}, the dict of a Headers' fields: each
+    # name as the Headers keeps it (in 26.10.0 canonical Http-Header-Case,
+    # the form written on the wire; not relied on, see stored_field) to the
+    # list of its values, each with its line breaks already replaced;
+    # C{getAllRawHeaders} iterates it, in insertion order, to write the
+    # head.  Read in 26.10.0 only (the one Twisted qeetgw supports here).
+    fields: Dict[bytes, List[bytes]] = headers._rawHeaders
+    return fields
+
+
+def stored_field(name: bytes, value: bytes) -> Tuple[bytes, bytes]:
+    """
+    C{name} and C{value} as a L{Headers} keeps them once set (the name in
+    its canonical case, line breaks in the value replaced by spaces), for
+    L{set_stored_fields} and L{add_stored_fields}: the work C{setRawHeaders}
+    does on every call, done once, for a field the gateway sends on every
+    response.
+
+    Why: canonicalising a name and sanitising a value on each of the dozen
+    fields the gateway sets on every response (the security headers, CORS,
+    the rate-limit headers, the correlation id) was a tenth of its CPU
+    time, and always gave the same bytes.  (L{qeetgw.fields}; tests:
+    tests/test_fields.py.)
+
+    Private: see L{_stored_fields}; the name and value are found by setting
+    them on a scratch L{Headers}, so they are whatever this Twisted keeps.
+    """
+    scratch = Headers()
+    scratch.setRawHeaders(name, [value])
+    ((stored_name, (stored_value,)),) = _stored_fields(scratch).items()
+    return stored_name, stored_value
+
+
+def set_stored_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
+    """
+    Set each field C{name} of C{headers} to the one value C{value}, replacing
+    any it had, as C{setRawHeaders} does, for each C{(name, value)} of
+    C{fields}; each must be as L{stored_field} returns it (or known to be:
+    the canonical name, a value without CR or LF).  Private: see
+    L{_stored_fields}.
+    """
+    stored = _stored_fields(headers)
+    for name, value in fields:
+        stored[name] = [value]
+
+
+def set_stored_values(headers: Headers, name: bytes, values: Iterable[bytes]) -> None:
+    """
+    Set field C{name} of C{headers} to C{values}, as C{setRawHeaders} does,
+    when they are as another L{Headers} keeps them (from its
+    C{getAllRawHeaders}): copying fields between two L{Headers} without
+    canonicalising and sanitising them again.  Private: see
+    L{_stored_fields}.
+    """
+    _stored_fields(headers)[name] = list(values)
+
+
+def set_known_fields(
+    headers: Headers, names: Dict[bytes, bytes], fields: Iterable[Tuple[bytes, bytes]]
+) -> None:
+    """
+    As C{headers.setRawHeaders(name, [value])} for each C{(name, value)} of
+    C{fields}: a name in C{names} (a name to its stored form) with a value
+    (bytes) without CR or LF goes in as it is, any other through
+    C{setRawHeaders}.
+    Private: see L{_stored_fields}.
+    """
+    stored = _stored_fields(headers)
+    for name, value in fields:
+        key = names.get(name)
+        # 13 and 10, CR and LF: an int is found by memchr, several times
+        # faster than a one-byte bytes.
+        if key is None or 13 in value or 10 in value:
+            headers.setRawHeaders(name, [value])
+        else:
+            stored[key] = [value]
+
+
+def add_known_fields(
+    headers: Headers, names: Dict[bytes, bytes], fields: Iterable[Tuple[bytes, bytes]]
+) -> None:
+    """
+    As C{headers.addRawHeader(name, value)} for each C{(name, value)} of
+    C{fields}; C{names} as for L{set_known_fields}.  Private: see
+    L{_stored_fields}.
+    """
+    stored = _stored_fields(headers)
+    for name, value in fields:
+        key = names.get(name)
+        # 13 and 10, CR and LF: an int is found by memchr, several times
+        # faster than a one-byte bytes.
+        if key is None or 13 in value or 10 in value:
+            headers.addRawHeader(name, value)
+        else:
+            values = stored.get(key)
+            if values is None:
+                stored[key] = [value]
+            else:
+                values.append(value)
+
+
+def add_stored_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
+    """
+    Add each C{(name, value)} of C{fields} to C{headers}, as C{addRawHeader}
+    does; each as for L{set_stored_fields}.  Private: see L{_stored_fields}.
+    """
+    stored = _stored_fields(headers)
+    for name, value in fields:
+        values = stored.get(name)
+        if values is None:
+            stored[name] = [value]
+        else:
+            values.append(value)

@@ -4,13 +4,22 @@ Tests for L{qeetgw.logging}: JSON lines and the access event.
 
 import io
 import json
+import random
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from qeetgw.logging import JSONLinesObserver, event_as_json, observer_for
+import qeetgw.logging
+from qeetgw.logging import (
+    _ACCESS_FORMAT,
+    ACCESS_FIELDS,
+    JSONLinesObserver,
+    access_line,
+    event_as_json,
+    observer_for,
+)
 from tests.memory import get
 
 
@@ -125,3 +134,114 @@ class AccessEventTests(SynchronousTestCase):
         )
         self.assertGreater(record["bytes_sent"], 0)
         self.assertNotIn("secret", record["message"])
+
+
+_NASTY = ['"', "\\", "\\\"", "\n\r\t\b\f", "\x00\x01\x1f\x7f", "é", "\u2028\u2029", "\U0001f600", "{", "}", "", " "]
+
+
+def _nasty_string(rng: "random.Random") -> str:
+    parts = []
+    for _ in range(rng.randrange(0, 6)):
+        if rng.random() < 0.5:
+            parts.append(rng.choice(_NASTY))
+        else:
+            point = rng.randrange(0, 0x110000)
+            parts.append(chr(point) if not 0xD800 <= point < 0xE000 else "x")
+    return "".join(parts)
+
+
+def _access_value(rng: "random.Random", name: str) -> object:
+    """
+    A value field C{name} of an access event may take, or a nasty one.
+    """
+    pick = rng.random()
+    if name == "duration_ms":
+        return rng.choice([
+            0.0, -0.0, 1e16, 1.5e-7, 123456789.125, round(rng.random() * 10 ** rng.randrange(-3, 12), 3),
+            rng.random(), float(rng.randrange(10 ** 6)),
+        ])
+    if name == "status":
+        return rng.choice([200, 404, 599, "aborted"])
+    if pick < 0.3:
+        return None
+    if pick < 0.6:
+        return rng.choice([0, 1, -1, 2 ** 70, -(2 ** 63), rng.randrange(10 ** 6)])
+    return _nasty_string(rng)
+
+
+def _access_event(rng: "random.Random") -> dict:
+    """
+    An access event as C{Logger.emit} makes it: the fields in order, then
+    twisted's keys.
+    """
+    fields = {name: _access_value(rng, name) for name in ACCESS_FIELDS}
+    fields.update(
+        log_logger=object(), log_level=LogLevel.info, log_namespace="qeetgw.access", log_source=None,
+        log_format=_ACCESS_FORMAT, log_time=1_800_000_000 + rng.random() * 10 ** 6,
+    )
+    return fields
+
+
+def _general(record: dict) -> str:
+    return json.JSONEncoder(ensure_ascii=False).encode(event_as_json(record))
+
+
+class AccessLineTests(SynchronousTestCase):
+    """
+    L{access_line}, the access event's own serializer, writes exactly what
+    the general encoder writes, and leaves every other event to it.
+    """
+
+    def test_same_text_as_the_general_encoder(self) -> None:
+        rng = random.Random(1313)
+        for _ in range(5000):
+            record = _access_event(rng)
+            expected = _general(record)
+            self.assertEqual(access_line(record), expected)
+
+    def test_real_access_event(self) -> None:
+        """
+        An event L{access_event} emits takes the fast path, to the same line.
+        """
+        from tests.gateway import MemoryGateway
+
+        events: list = []
+        # Straight to a list: the global publisher's other observers (trial's
+        # legacy one) add fields to the event.
+        self.patch(qeetgw.logging, "access_log", Logger(namespace="qeetgw.access", observer=events.append))
+        gateway = MemoryGateway({"REQUIRE_AUTH": "false"})
+        gateway.send(get(b"/api/v1/orders/%22x%5C?q=1", b"X-Correlation-ID: a\"b\\c\r\n"))
+        gateway.send(get(b"/nowhere"))
+        access = [e for e in events if e.get("log_namespace") == "qeetgw.access"]
+        self.assertEqual(len(access), 2)
+        for record in access:
+            line = access_line(record)
+            self.assertIsNotNone(line)
+            self.assertEqual(line, _general(record))
+
+    def test_other_events_take_the_general_encoder(self) -> None:
+        rng = random.Random(7)
+        base = _access_event(rng)
+        odd = [
+            dict(base, log_namespace="qeetgw.other"),
+            dict(base, system="-"),  # a legacy observer's addition
+            {key: base[key] for key in reversed(list(base))},
+            dict(base, log_failure=Failure(ValueError("x"))),
+            dict(base, status=True),
+            dict(base, duration_ms=float("nan")),
+            dict(base, duration_ms=float("-inf")),
+            dict(base, bytes_sent=b"bytes"),
+            dict(base, path=type("Text", (str,), {})("/x")),
+            dict(base, tries=LogLevel.info),
+        ]
+        for record in odd:
+            self.assertIsNone(access_line(record))
+            out = Buffer()
+            JSONLinesObserver(out)(record)
+            self.assertEqual(out.getvalue(), _general(record) + "\n")
+
+    def test_observer_writes_the_line(self) -> None:
+        record = _access_event(random.Random(3))
+        out = Buffer()
+        JSONLinesObserver(out)(record)
+        self.assertEqual(out.getvalue(), _general(record) + "\n")

@@ -27,6 +27,7 @@ from qeetgw.auth import IVerifier, bearer_token
 from qeetgw.auth.claims import Identity, TokenRejected
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
+from qeetgw.fields import KnownNames
 from qeetgw.requeststate import target_of
 from qeetgw.wrapping import Wrapper, render_when
 
@@ -38,6 +39,8 @@ log = Logger()
 #: The identity headers the gateway sets for the services, and removes from
 #: what clients send.
 IDENTITY_HEADERS = (b"x-user-id", b"x-user-email", b"x-user-role")
+#: Their names, and WWW-Authenticate's, encoded once (L{qeetgw.fields}).
+_NAMES = KnownNames(IDENTITY_HEADERS + (b"www-authenticate",))
 
 def public_path_segments(paths: Iterable[str]) -> Tuple[Tuple[bytes, ...], ...]:
     """
@@ -60,7 +63,7 @@ def is_public(segments: list, public: Tuple[Tuple[bytes, ...], ...]) -> bool:
 
 
 def _unauthorized(request: IRequest, message: str, challenge: bytes) -> bytes:
-    request.setHeader(b"www-authenticate", challenge)
+    _NAMES.set(request.responseHeaders, ((b"www-authenticate", challenge),))
     return render_error(request, GatewayError("UNAUTHORIZED", message))
 
 
@@ -134,11 +137,16 @@ class JWTGuard(Wrapper):
         identity: Identity = result
         headers = request.requestHeaders
         user_id = identity.user_id if identity.user_id is not None else identity.subject
-        for name, value in (
-            (b"x-user-id", user_id),
-            (b"x-user-email", identity.subject),
-            (b"x-user-role", identity.role),
-        ):
-            if value is not None:
-                headers.setRawHeaders(name, [value.encode("utf-8")])
+        _NAMES.set(
+            headers,
+            [
+                (name, value.encode("utf-8"))
+                for name, value in (
+                    (b"x-user-id", user_id),
+                    (b"x-user-email", identity.subject),
+                    (b"x-user-role", identity.role),
+                )
+                if value is not None
+            ],
+        )
         return self.render_wrapped(request)

@@ -23,6 +23,7 @@ from qeetgw.auth import IVerifier, bearer_token
 from qeetgw.clientaddr import client_ip
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
+from qeetgw.fields import KnownNames
 from qeetgw.ratelimit.store import Algorithm, Budget, Count, IRateLimitStore, StoreUnavailable
 from qeetgw.ratelimit.windows import (
     Decision,
@@ -38,6 +39,19 @@ if TYPE_CHECKING:
     from qeetgw.metrics import Metrics
 
 log = Logger()
+
+#: The names of the rate-limit headers and Retry-After, encoded once
+#: (L{qeetgw.fields}).
+_NAMES = KnownNames(
+    [
+        b"RateLimit-Policy",
+        b"RateLimit",
+        b"RateLimit-Limit",
+        b"RateLimit-Remaining",
+        b"RateLimit-Reset",
+        b"retry-after",
+    ]
+)
 
 
 class RateLimiter:
@@ -164,18 +178,17 @@ class RateLimitGuard(Wrapper):
                 log.failure("rate limiting failed", failure=result, correlation_id=correlation_id(request))
             if self._fail_open:
                 return self.render_wrapped(request)
-            request.setHeader(b"retry-after", b"1")
+            _NAMES.set(request.responseHeaders, ((b"retry-after", b"1"),))
             return render_error(
                 request,
                 GatewayError("SERVICE_UNAVAILABLE", "Rate limiting is unavailable", status=503),
             )
         decision: Decision = result
         headers = request.responseHeaders
-        for name, value in rate_limit_headers(decision, self._header_style):
-            headers.setRawHeaders(name, [value])
+        _NAMES.set(headers, rate_limit_headers(decision, self._header_style))
         if decision.allowed:
             return self.render_wrapped(request)
         if self._metrics is not None:
             self._metrics.rate_limited_by(decision.budget.name)
-        request.setHeader(b"retry-after", b"%d" % (decision.retry_after_s,))
+        _NAMES.set(headers, ((b"retry-after", b"%d" % (decision.retry_after_s,)),))
         return render_error(request, GatewayError("TOO_MANY_REQUESTS", self._message))

@@ -11,6 +11,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from twisted.web.http_headers import Headers
 
+from qeetgw.fields import copy_field
 from qeetgw.tracecontext import TRACEPARENT, TRACESTATE, TraceContext
 
 #: Hop-by-hop fields (RFC 9110 section 7.6.1): they describe one connection
@@ -70,7 +71,8 @@ def _copy_end_to_end(
         lowered = name.lower()
         if lowered in drop or (drop_prefix is not None and lowered.startswith(drop_prefix)):
             continue
-        copied.setRawHeaders(name, list(values))
+        # Already as a Headers keeps them: copied as they are.
+        copy_field(copied, name, values)
     return copied
 
 
