@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 #: Where the gateway lives in the qeetmart repository, and the files of the
 #: repository root its build reads (tsconfig.json extends ../../tsconfig.base.json).

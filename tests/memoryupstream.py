@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from treq.testing import RequestTraversalAgent
 from twisted.internet.testing import MemoryReactorClock
-from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.test import iosim
+from twisted.web.client import BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Session, Site
 from zope.interface import implementer

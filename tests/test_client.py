@@ -10,7 +10,7 @@ import io
 from typing import Any, List, Optional
 
 from twisted.internet import protocol
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -20,7 +20,6 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-
 from zope.interface import implementer
 
 from qeetgw.upstream.client import IBodySink, UpstreamResponse

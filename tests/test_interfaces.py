@@ -45,11 +45,11 @@ from qeetgw.ratelimit.memory import MemoryStore
 from qeetgw.ratelimit.redis import RedisStore, _ReportingEndpoint
 from qeetgw.twistedcompat import TrustRoot
 from qeetgw.upstream.activehealth import ActiveHealthChecker
+from qeetgw.upstream.client import UpstreamConnection, _Discard, _Reading
 from qeetgw.upstream.discovery import _Collector
 from qeetgw.upstream.health import HealthChecker
-from qeetgw.upstream.client import UpstreamConnection, _Discard, _Reading
-from qeetgw.upstream.proxy import _StreamToClient
 from qeetgw.upstream.pool import CachingEndpointFactory
+from qeetgw.upstream.proxy import _StreamToClient
 from qeetgw.upstream.tls import PlatformTrustPlus
 from tests.gateway import SECRET
 from tests.test_project import PROJECT_ROOT

@@ -7,7 +7,7 @@ import json
 import random
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, Logger, globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 

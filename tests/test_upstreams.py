@@ -7,7 +7,7 @@ gateway.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, List
+from typing import Any
 
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase

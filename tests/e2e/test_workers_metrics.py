@@ -17,8 +17,17 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
-from tests.e2e.support import fetch, gateway_environment, is_worker, listen_upstream, request
-from tests.e2e.support import spawn_gateway, stop_workers_at_cleanup, wait_for, worker_pids
+from tests.e2e.support import (
+    fetch,
+    gateway_environment,
+    is_worker,
+    listen_upstream,
+    request,
+    spawn_gateway,
+    stop_workers_at_cleanup,
+    wait_for,
+    worker_pids,
+)
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 
