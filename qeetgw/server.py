@@ -33,6 +33,7 @@ the few changes a gateway needs.
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any, Callable, Optional, Set
 
 from twisted.internet.defer import Deferred
@@ -47,7 +48,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, datetimeToString
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -105,6 +106,11 @@ class _Discard:
 
     def close(self) -> None:
         pass
+
+
+#: The standard reason phrase of every status code Python knows (RFC 9110 and
+#: the registry), for the codes twisted.web's own table lacks.
+_STANDARD_PHRASES = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
 class GatewayRequest(HookedRequest):
@@ -187,6 +193,15 @@ class GatewayRequest(HookedRequest):
         # A refused body (state.body_refused) is answered by the resource
         # tree's root, below the wrappers that add security and CORS headers.
         super().render(resrc)
+
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
+        """
+        Set the status; a code twisted.web has no reason phrase for (429,
+        431, 422, ...) gets its RFC 9110 phrase rather than "Unknown Status".
+        """
+        if message is None and code not in RESPONSES:
+            message = _STANDARD_PHRASES.get(code)
+        super().setResponseCode(code, message)
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting and self.channel.site.readiness.draining:

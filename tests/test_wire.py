@@ -118,7 +118,7 @@ _GOLDEN = {
         b'{"success":false,"error":{"message":"Authentication required","code":"UNAUTHORIZED","correlationId":"wire-test-1"}}'
     ),
     'limited': (
-        b'HTTP/1.1 429 Unknown Status\r\n'
+        b'HTTP/1.1 429 Too Many Requests\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: wire-test-1\r\n'
         b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
