@@ -36,7 +36,7 @@ import re
 from http import HTTPStatus
 from typing import Any, Callable, Optional, Set
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -692,7 +692,7 @@ class GatewayChannel(HookedHTTPChannel):
         self._lost = True
         site = getattr(self, "site", None)
         if site is not None:
-            site.channels.discard(self)
+            site.channel_lost(self)
         if self._phase == _LINGERING:
             # The client closed the connection while we lingered (over TLS,
             # its close_notify or its end of TCP), or it was reset or
@@ -760,6 +760,9 @@ class GatewaySite(Site):
         self.in_flight: Set[GatewayRequest] = set()
         self.lingering: Set[GatewayChannel] = set()
         self._drained: Optional[Deferred[None]] = None
+        #: Fired once the last connection has closed, while a drain waits
+        #: for that (L{_all_closed}).
+        self._closed_waiter: Optional[Deferred[None]] = None
         self.limits = limits if limits is not None else ClientLimits()
         #: The route table /api requests are routed on, resolved as each
         #: request is dispatched (L{getResourceFor}); L{None} leaves it to
@@ -851,15 +854,62 @@ class GatewaySite(Site):
             drained, self._drained = self._drained, None
             drained.callback(None)
 
+    def channel_lost(self, channel: "GatewayChannel") -> None:
+        """
+        C{channel}'s connection is closed; fire a drain waiting for the last
+        one.
+        """
+        self.channels.discard(channel)
+        if self._closed_waiter is not None and not self.channels:
+            waiter, self._closed_waiter = self._closed_waiter, None
+            waiter.callback(None)
+
+    def _all_closed(self, deadline: float) -> "Deferred[None]":
+        """
+        Fire once every connection has closed, or at C{deadline} (the
+        site's clock), when whatever is still open is aborted.
+
+        A connection closed with C{loseConnection} first sends what it has
+        buffered: a response that finished a moment before the drain ended
+        is still on its way, and the reactor must not stop under it.
+        """
+        if not self.channels:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._closed_waiter = waiter
+
+        def give_up() -> None:
+            if self._closed_waiter is waiter:
+                self._closed_waiter = None
+                for channel in list(self.channels):
+                    channel.transport.abortConnection()
+                waiter.callback(None)
+
+        timer = self.clock.callLater(max(deadline - self.clock.seconds(), 0.0), give_up)
+
+        def stop_timer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        waiter.addBoth(stop_timer)
+        return waiter
+
     def drain(self, grace: float) -> "Deferred[None]":
         """
         Wait up to C{grace} seconds for in-flight requests to finish and
         lingering closes to end, then close every connection (idle
         keep-alive ones at once, busy and lingering ones when the grace runs
-        out).
+        out), and fire once they have all closed: within the grace, a
+        closing connection first sends the end of its last response.
         """
         finished: Deferred[None] = Deferred()
         timer: Optional[IDelayedCall] = None
+        deadline = self.clock.seconds() + grace
+
+        def closed(_: object) -> None:
+            if not finished.called:
+                finished.callback(None)
 
         def close_all(_: object = None) -> None:
             if timer is not None and timer.active():
@@ -869,8 +919,7 @@ class GatewaySite(Site):
                     channel.transport.loseConnection()
                 else:
                     channel.transport.abortConnection()
-            if not finished.called:
-                finished.callback(None)
+            self._all_closed(deadline).addCallback(closed)
 
         for channel in list(self.channels):
             if channel.is_idle():

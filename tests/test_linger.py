@@ -10,9 +10,11 @@ from __future__ import annotations
 import tracemalloc
 from typing import Any, List, Optional
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -465,7 +467,27 @@ class DrainTests(LingerTestCase):
         self.assertFalse(connection.transport.disconnecting)  # lingering
         self.assertNoResult(drained)
         connection.channel.readConnectionLost()
+        # Both are closing: the drain waits until their sockets have closed
+        # (what they had buffered sent), not only until they were told to.
+        self.assertNoResult(drained)
+        for each in (idle, connection):
+            each.channel.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(drained)
+
+    def test_waits_for_a_closing_connection_within_the_grace(self) -> None:
+        """
+        A connection still sending the end of its last response when the
+        drain is over is waited for until the grace runs out, then aborted.
+        """
+        slow = self.connect()
+        drained = self.site.drain(10)
+        self.assertTrue(slow.transport.disconnecting)
+        self.clock.advance(9)
+        self.assertNoResult(drained)
+        self.assertFalse(slow.transport.disconnected)
+        self.clock.advance(1)
+        self.successResultOf(drained)
+        self.assertTrue(slow.transport.disconnected)
 
     def test_not_beyond_the_grace(self) -> None:
         """
