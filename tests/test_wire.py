@@ -59,11 +59,9 @@ def _exchanges() -> Dict[str, bytes]:
     return out
 
 
-_GOLDEN = {
-    'ok': (
-        b'HTTP/1.1 200 OK\r\n'
-        b'Date: (masked)\r\n'
-        b'X-Correlation-Id: wire-test-1\r\n'
+#: The helmet fields every answer carries, up to X-Frame-Options (whose
+#: value differs between the gateway's own answers and proxied ones).
+_HELMET_FIELDS = (
         b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
         b'Cross-Origin-Opener-Policy: same-origin\r\n'
         b'Cross-Origin-Resource-Policy: same-origin\r\n'
@@ -73,7 +71,16 @@ _GOLDEN = {
         b'X-Content-Type-Options: nosniff\r\n'
         b'X-Dns-Prefetch-Control: off\r\n'
         b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+)
+
+
+_GOLDEN = {
+    'ok': (
+        b'HTTP/1.1 200 OK\r\n'
+        b'Date: (masked)\r\n'
+        b'X-Correlation-Id: wire-test-1\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -92,16 +99,8 @@ _GOLDEN = {
         b'HTTP/1.1 401 Unauthorized\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: wire-test-1\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -121,16 +120,8 @@ _GOLDEN = {
         b'HTTP/1.1 429 Too Many Requests\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: wire-test-1\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -148,16 +139,8 @@ _GOLDEN = {
         b'HTTP/1.1 404 Not Found\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: wire-test-1\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -192,16 +175,8 @@ _GOLDEN = {
         b'HTTP/1.1 404 Not Found\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: req-(masked)\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -220,16 +195,8 @@ _GOLDEN = {
         b'HTTP/1.1 204 No Content\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: wire-test-1\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Vary: Origin\r\n'
@@ -246,16 +213,8 @@ _GOLDEN = {
         b'HTTP/1.1 200 OK\r\n'
         b'Date: (masked)\r\n'
         b'X-Correlation-Id: req-(masked)\r\n'
-        b"Content-Security-Policy: default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests\r\n"
-        b'Cross-Origin-Opener-Policy: same-origin\r\n'
-        b'Cross-Origin-Resource-Policy: same-origin\r\n'
-        b'Origin-Agent-Cluster: ?1\r\n'
-        b'Referrer-Policy: no-referrer\r\n'
-        b'Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n'
-        b'X-Content-Type-Options: nosniff\r\n'
-        b'X-Dns-Prefetch-Control: off\r\n'
-        b'X-Download-Options: noopen\r\n'
-        b'X-Frame-Options: SAMEORIGIN\r\n'
+        + _HELMET_FIELDS
+        + b'X-Frame-Options: SAMEORIGIN\r\n'
         b'X-Permitted-Cross-Domain-Policies: none\r\n'
         b'X-XSS-Protection: 0\r\n'
         b'Access-Control-Allow-Origin: *\r\n'
