@@ -12,9 +12,11 @@ for log shippers (not twisted's RFC 7464 records).
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import time
+import weakref
 from json.encoder import encode_basestring
 from typing import IO, Any, Callable, Dict, List, Optional
 
@@ -220,6 +222,17 @@ def access_line(event: LogEvent) -> Optional[str]:
     return "".join(parts)
 
 
+#: Observers holding lines not yet written, flushed at interpreter exit in
+#: case the reactor stopped before their flush came round.
+_UNWRITTEN: "weakref.WeakSet[JSONLinesObserver]" = weakref.WeakSet()
+
+
+@atexit.register
+def _write_all_unwritten() -> None:
+    for observer in list(_UNWRITTEN):
+        observer.flush()
+
+
 @implementer(ILogObserver)
 class JSONLinesObserver:
     """
@@ -227,31 +240,61 @@ class JSONLinesObserver:
 
     @param out: where lines go.
     @param flush_soon: when given (the reactor's C{callLater}), lines are
-        flushed once per reactor iteration instead of once per line: under
-        load that is one write for many access events, not one each.
+        kept and written together once per reactor iteration instead of once
+        per line: under load that is one write for many access events, not
+        one each.  The observer keeps them itself, so this holds when the
+        stream writes through (C{PYTHONUNBUFFERED=1}, the usual setting in
+        container images), and at most L{MAX_UNWRITTEN} characters wait.
     """
+
+    #: Past this many characters kept, the lines are written at once.
+    MAX_UNWRITTEN = 65536
 
     def __init__(
         self, out: IO[str], flush_soon: Optional[Callable[..., Any]] = None
     ) -> None:
         self._out = out
         self._flush_soon = flush_soon
-        self._flush_pending = False
+        self._lines: List[str] = []
+        self._size = 0
+        self._scheduled = False
 
     def __call__(self, event: LogEvent) -> None:
         try:
             line = access_line(event) or _ENCODER.encode(event_as_json(event))
         except Exception as error:  # never let a log line take the server down
             line = json.dumps({"message": "unloggable event", "error": str(error)})
-        self._out.write(line + "\n")
         if self._flush_soon is None:
+            self._out.write(line + "\n")
             self._out.flush()
-        elif not self._flush_pending:
-            self._flush_pending = True
-            self._flush_soon(0, self._flush)
+            return
+        lines = self._lines
+        lines.append(line)
+        self._size += len(line) + 1
+        if len(lines) == 1:
+            _UNWRITTEN.add(self)
+        if not self._scheduled:
+            self._scheduled = True
+            self._flush_soon(0, self._tick)
+        if self._size > self.MAX_UNWRITTEN:
+            self.flush()
 
-    def _flush(self) -> None:
-        self._flush_pending = False
+    def _tick(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Write the lines kept so far, in one write, and flush the stream.
+        """
+        lines = self._lines
+        if not lines:
+            return
+        self._lines = []
+        self._size = 0
+        _UNWRITTEN.discard(self)
+        lines.append("")
+        self._out.write("\n".join(lines))
         self._out.flush()
 
 

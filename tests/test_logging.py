@@ -5,6 +5,7 @@ Tests for L{qeetgw.logging}: JSON lines and the access event.
 import io
 import json
 import random
+from typing import List
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, globalLogPublisher
@@ -94,6 +95,51 @@ class ObserverTests(SynchronousTestCase):
         observer(event(log_format="y"))
         clock.advance(0)
         self.assertEqual(out.flushes, 2)
+
+    def test_written_once_per_tick_when_the_stream_writes_through(self) -> None:
+        """
+        The lines of one tick reach the stream in one write, whatever its own
+        buffering (PYTHONUNBUFFERED makes standard output write through).
+        """
+        writes: List[str] = []
+
+        class WriteThrough(Buffer):
+            def write(self, text: str) -> int:
+                writes.append(text)
+                return super().write(text)
+
+        out, clock = WriteThrough(), Clock()
+        observer = JSONLinesObserver(out, clock.callLater)
+        for name in ("a", "b", "c"):
+            observer(event(log_format=name))
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual([json.loads(line)["message"] for line in writes[0].splitlines()], ["a", "b", "c"])
+        self.assertTrue(writes[0].endswith("\n"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_written_at_once_past_the_cap(self) -> None:
+        out, clock = Buffer(), Clock()
+        observer = JSONLinesObserver(out, clock.callLater)
+        observer.MAX_UNWRITTEN = 250  # more than one line of 160, less than two
+        observer(event(log_format="x" * 60))
+        self.assertEqual(out.getvalue(), "")
+        observer(event(log_format="y" * 60))
+        messages = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+        self.assertEqual(messages, ["x" * 60, "y" * 60])
+        # The tick already scheduled finds nothing left to write.
+        clock.advance(0)
+        self.assertEqual(out.flushes, 1)
+
+    def test_unwritten_lines_are_written_at_exit(self) -> None:
+        out, clock = Buffer(), Clock()
+        observer = JSONLinesObserver(out, clock.callLater)
+        observer(event(log_format="last words"))
+        self.assertIn(observer, qeetgw.logging._UNWRITTEN)
+        qeetgw.logging._write_all_unwritten()
+        self.assertEqual(json.loads(out.getvalue())["message"], "last words")
+        self.assertNotIn(observer, qeetgw.logging._UNWRITTEN)
 
     def test_unloggable_event_is_still_a_line(self) -> None:
         class Loud:
