@@ -1,9 +1,11 @@
 """
 The rules for clients that misbehave, as small pure pieces the HTTP channel
-(L{qeetgw.server.GatewayChannel}) calls while twisted.web parses a request.
+(L{qeetgw.server.GatewayChannel}) and its head reader
+(L{qeetgw.clienthead}) apply while a request arrives.
 
-twisted.web's own parser does the parsing; this module only decides, line by
-line, whether a request head is acceptable:
+llhttp parses a request head (L{qeetgw.clienthead}); this module decides
+whether it is acceptable, and, line by line, why a head llhttp refused is
+refused:
 
 - a request line over L{ClientLimits.max_request_line} bytes: 414;
 - a header block over L{ClientLimits.max_header_bytes} bytes (the header
@@ -271,11 +273,20 @@ class RequestHead:
         if b"\x00" in value or b"\r" in value or b"\n" in value:
             return bad_request("NUL, CR or LF in a header value")
         lowered = name.lower()
+        if lowered == b"content-length" or lowered == b"transfer-encoding":
+            return self.framing_field(lowered, value)
+        return None
+
+    def framing_field(self, lowered: bytes, value: bytes) -> Optional[Refusal]:
+        """
+        Check one C{Content-Length} or C{Transfer-Encoding} field (C{lowered}
+        the name in lower case) against the ones before it; the request
+        line, or L{version}, must have been given.
+        """
+        value = value.strip(b" \t")
         if lowered == b"content-length":
             return self._content_length(value)
-        if lowered == b"transfer-encoding":
-            return self._transfer_encoding(value)
-        return None
+        return self._transfer_encoding(value)
 
     def _content_length(self, value: bytes) -> Optional[Refusal]:
         values = [part.strip(b" \t") for part in value.split(b",")]

@@ -2,6 +2,10 @@
 The gateway's HTTP server: twisted.web's Site, Request and HTTPChannel with
 the few changes a gateway needs.
 
+- Requests are read by the channel, not by twisted.web's line parser: the
+  head by llhttp (L{qeetgw.clienthead}), the body by a decoder of the
+  channel's; twisted.web's Request, Resource tree and response writing are
+  used as they are.
 - The request body limit is enforced while the body arrives: an over-size
   body is answered with 413 as soon as it is known to be too large, and is
   never buffered whole.
@@ -46,7 +50,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.iweb import IRequest
@@ -54,11 +57,11 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from zope.interface import alsoProvides
 
+from qeetgw.clienthead import SKIPPED, Head, HeadReader
 from qeetgw.clientlimits import (
     MAX_CHUNK_SIZE_DIGITS,
     ClientLimits,
     Refusal,
-    RequestHead,
     bad_request,
     body_timeout,
     chunk_size_too_long,
@@ -81,6 +84,7 @@ from qeetgw.twistedcompat import (
     HookedHTTPChannel,
     HookedRequest,
     MalformedChunkedData,
+    add_received_fields,
 )
 from qeetgw.upstream.routes import RouteTable
 
@@ -288,6 +292,32 @@ class _LimitedChunkedDecoder(ChunkedDecoder):
         self._declared(length)
 
 
+class _ContentLengthDecoder:
+    """
+    The body of a request with a Content-Length: its bytes go to C{data}
+    until C{length} have come; then C{finish} gets what followed them.
+    """
+
+    __slots__ = ("_remaining", "_data", "_finish")
+
+    def __init__(
+        self, length: int, data: Callable[[bytes], None], finish: Callable[[bytes], None]
+    ) -> None:
+        self._remaining = length
+        self._data = data
+        self._finish = finish
+
+    def dataReceived(self, data: bytes) -> None:
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            self._data(data)
+            return
+        self._remaining = 0
+        self._data(data[:remaining])
+        self._finish(data[remaining:])
+
+
 # What a connection is doing, which decides what its one timer means.
 _IDLE = "idle"  # between requests: the keep-alive timeout
 _HEADERS = "headers"  # a request head is arriving: the header deadline
@@ -296,12 +326,20 @@ _HANDLING = "handling"  # the request is being answered: no timer
 _LINGERING = "lingering"  # refused and half-closed: reading and discarding
 _CLOSING = "closing"  # we closed: abort if the client does not let go
 
+#: While a request is answered, the bytes of the next ones (pipelined) are
+#: kept; past this many the connection stops reading until the answer is
+#: done (twisted.web's figure).
+_PIPELINED_BYTES = 0x4000
+
 
 class GatewayChannel(HookedHTTPChannel):
     """
-    An HTTP channel that can answer a request before its body has arrived
-    (the 413 of an over-size body) and then ignore the rest of the body, and
-    that refuses clients that misbehave (see L{qeetgw.clientlimits}).
+    twisted.web's HTTP channel with the gateway's reading of requests: the
+    head by llhttp (L{qeetgw.clienthead}), the body by the channel, which
+    can answer a request before its body has arrived (the 413 of an
+    over-size body) and then ignore the rest of it, and refuses clients
+    that misbehave (see L{qeetgw.clientlimits}).  Responses are written by
+    twisted.web, as for any channel.
 
     The connection has one timer, twisted.web's idle timeout
     (L{twisted.protocols.policies.TimeoutMixin}), whose meaning follows the
@@ -316,18 +354,17 @@ class GatewayChannel(HookedHTTPChannel):
     L{loseConnection} lingers (L{_linger}) instead of closing at once.
     """
 
-    # Backstops only: the checks of RequestHead refuse first, with 414/431
-    # rather than twisted.web's bare 400.  (ClientLimits caps the header
-    # block at 1 MiB and the request line at 8 KiB.)
-    maxHeaders = 10000
-    totalHeadersSize = 8192 + 1048576 + 1
-
     _refused = False
     _phase = _IDLE
-    _head: Optional[RequestHead] = None
     _limits = ClientLimits()
-    #: The reason given when twisted.web itself finds a request malformed.
-    _bad_request_reason = "malformed request"
+    #: The method, target and version of the request whose head or body is
+    #: arriving (the request itself learns them when its body is complete).
+    _request_line = (b"", b"", b"")
+    #: The decoder of the body arriving, Content-Length or chunked.
+    _decoder: Optional[Any] = None
+    #: Whether L{_read} is running: bytes that arrive meanwhile (a
+    #: replayed pipeline) are read by its loop.
+    _reading = False
     #: While lingering: whether only our side was shut (TCP), rather than
     #: the transport asked to close (TLS, or a transport without half-close).
     _half_closed = False
@@ -339,6 +376,12 @@ class GatewayChannel(HookedHTTPChannel):
     #: Whether connectionLost was called: nothing to linger on then.
     _lost = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: What the client sent that is not read yet.
+        self._inbox = bytearray()
+        self._reader = HeadReader(self._limits)
+
     def refuse_body(self, request: GatewayRequest) -> None:
         """
         Answer C{request} now, with the method, target and version already
@@ -347,12 +390,9 @@ class GatewayChannel(HookedHTTPChannel):
         """
         self._refused = True
         self.persistent = False
-        self._head = None
         self._phase = _CLOSING
         self.setTimeout(self.abortTimeout)
-        # These three are the channel's record of the request line; the
-        # request itself only learns them when the whole body has arrived.
-        request.requestReceived(*self.request_line())
+        request.requestReceived(*self._request_line)
 
     _host: Optional[IAddress] = None
 
@@ -369,115 +409,132 @@ class GatewayChannel(HookedHTTPChannel):
             if self._phase == _LINGERING:
                 self._discard(len(data))
             return
-        phase = self._phase
-        if phase == _IDLE:
-            self._begin_request()
-        elif phase == _BODY:
+        if self._phase == _BODY:
             self.resetTimeout()
-        # Not HTTPChannel.dataReceived: it resets the timer on every read,
+        # (Not HTTPChannel.dataReceived: it resets the timer on every read,
         # which would turn the header deadline back into an idle timer that
-        # a client sending a byte at a time never trips.
-        LineReceiver.dataReceived(self, data)
+        # a client sending a byte at a time never trips.)
+        self._inbox += data
+        self._read()
+
+    def _read(self) -> None:
+        """
+        Read what is in the inbox, request after request, until it is empty,
+        a request is being answered, or the connection is refused or closing.
+        """
+        if self._reading:
+            return
+        self._reading = True
+        try:
+            inbox = self._inbox
+            while inbox and not self._refused:
+                phase = self._phase
+                if phase == _HANDLING or phase == _CLOSING:
+                    # Pipelined, or sent after the last request: kept until
+                    # the answer is done (never read when closing).
+                    if len(inbox) > _PIPELINED_BYTES:
+                        self.pause_reading()
+                    return
+                if phase == _BODY:
+                    data = bytes(inbox)
+                    del inbox[:]
+                    self._decode_body(data)
+                    continue
+                if phase == _IDLE:
+                    self._begin_request()
+                result = self._reader.read(inbox)
+                if result is None:
+                    return
+                if result is SKIPPED:
+                    # The stray CRLF some clients send after a body: the
+                    # connection is idle again, not slow.
+                    self._phase = _IDLE
+                    self.setTimeout(self._limits.keepalive_timeout)
+                elif isinstance(result, Refusal):
+                    self._refuse(result)
+                else:
+                    self._head_received(result)
+        finally:
+            self._reading = False
 
     def _begin_request(self) -> None:
         """
         The first byte of a request: start its header deadline.
         """
         self._phase = _HEADERS
-        self._head = RequestHead(self._limits)
-        self.MAX_LENGTH = self._limits.max_request_line
         self.setTimeout(self._limits.header_timeout)
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._refused:
-            return
-        if self._phase == _IDLE:
-            # A pipelined request replayed from the buffer after the
-            # previous response: it begins now.
-            self._begin_request()
-        head = self._head
-        assert head is not None
-        if not head.request_line_seen:
-            if not line:
-                # The stray CRLF some clients send after a body: twisted.web
-                # skips one and refuses a second.
-                super().lineReceived(line)
-                if not self._refused and not self.requests:
-                    # Skipped: the connection is idle again, not slow.
-                    self._phase = _IDLE
-                    self._head = None
-                    self.setTimeout(self._limits.keepalive_timeout)
-                return
-            refusal = head.request_line(line)
-            if refusal is not None:
-                self._refuse(refusal)
-                return
-            # Header lines may each be as long as the whole block.
-            self.MAX_LENGTH = self._limits.max_header_bytes
-            self._bad_request_reason = "malformed request line"
-            try:
-                super().lineReceived(line)
-            finally:
-                del self._bad_request_reason
-            return
-        refusal = head.header_line(line)
-        if refusal is not None:
-            self._refuse(refusal)
-            return
-        super().lineReceived(line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        # twisted's LineReceiver would close without a word.
-        if self._phase == _IDLE:
-            self._begin_request()
-        assert self._head is not None
-        self._refuse(self._head.line_too_long())
-
-    def allHeadersReceived(self) -> None:
-        super().allHeadersReceived()
-        self._head = None
+    def _head_received(self, head: Head) -> None:
+        """
+        A request head was read: make its request, then read its body, or
+        answer it when it has none.  (What twisted.web's C{lineReceived} and
+        C{allHeadersReceived} do, with the head already checked.)
+        """
+        self._request_line = (head.method, head.target, head.version)
+        request: GatewayRequest = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add_received_fields(request.requestHeaders, head.fields)
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, head.version)
+        if head.chunked:
+            length: Optional[int] = None
+        else:
+            length = head.content_length or 0
+        request.gotLength(length)
         if self._refused:
             return  # 413, answered as the length became known
-        # HTTPChannel chose the body's decoder from the framing headers; a
-        # chunked body gets ours, which judges each chunk-size line as it is
-        # read.  No byte of the body has been fed to it yet.
-        def limited(
-            data: Callable[[bytes], None], finish: Callable[[bytes], None]
-        ) -> ChunkedDecoder:
-            request: GatewayRequest = self.requests[-1]
-            return _LimitedChunkedDecoder(data, finish, request.chunk_declared)
-
-        self.replace_chunked_decoder(limited)
-        if self.length != 0:
-            self._phase = _BODY
-            self.setTimeout(self._limits.body_timeout)
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if self.handling_request():
-            # (Pipelined bytes, kept until the request is answered.)
-            super().rawDataReceived(data)
+        if length == 0:
+            self._all_content_received()
             return
-        # A request body: what HTTPChannel.rawDataReceived does, with our
-        # answers.  The only bad request found in a body is a malformed
-        # chunked encoding (an invalid chunk size, a missing CRLF).
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and head.version == b"HTTP/1.1":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length is None:
+            # A chunked body; each chunk-size line is judged as it is read.
+            self._decoder = _LimitedChunkedDecoder(
+                request.handleContentChunk, self._body_received, request.chunk_declared
+            )
+        else:
+            self._decoder = _ContentLengthDecoder(
+                length, request.handleContentChunk, self._body_received
+            )
+        self._phase = _BODY
+        self.setTimeout(self._limits.body_timeout)
+
+    def _decode_body(self, data: bytes) -> None:
+        """
+        Feed C{data} to the body's decoder.  The only bad request found in a
+        body is a malformed chunked encoding (an invalid chunk size, a
+        missing CRLF).
+        """
         try:
-            self.decode_body(data)
+            self._decoder.dataReceived(data)
         except _ChunkSizeTooLong:
             self._refuse(chunk_size_too_long())
         except MalformedChunkedData:
             self._refuse(bad_request("invalid chunked body"))
 
-    def allContentReceived(self) -> None:
+    def _body_received(self, rest: bytes) -> None:
+        """
+        The whole body has arrived; C{rest} is what followed it.
+        """
+        self._decoder = None
         if self._refused:
-            # The refused request was already answered.  HTTPChannel put the
-            # bytes after its body in its pipeline buffer, which a refused
-            # connection never parses.
-            self.drop_pipelined_data()
+            # The refused request was already answered; what followed its
+            # body is never read.
             return
+        self._inbox[:0] = rest
+        self._all_content_received()
+
+    def _all_content_received(self) -> None:
+        """
+        The request has arrived whole: answer it.  (What twisted.web's
+        C{allContentReceived} does.)
+        """
         self._phase = _HANDLING
-        self._head = None
-        # (HTTPChannel turns the timer off while the request is answered.)
-        super().allContentReceived()
+        self.begin_handling()
+        request: GatewayRequest = self.requests[-1]
+        request.requestReceived(*self._request_line)
 
     def requestDone(self, request: GatewayRequest) -> None:
         if self.persistent:
@@ -489,6 +546,9 @@ class GatewayChannel(HookedHTTPChannel):
             self._phase = _CLOSING
             self.setTimeout(self.abortTimeout)
         super().requestDone(request)
+        if self.persistent and self._inbox:
+            # The next requests, sent while this one was answered.
+            self._read()
 
     def timeoutConnection(self) -> None:
         phase = self._phase
@@ -514,7 +574,7 @@ class GatewayChannel(HookedHTTPChannel):
 
     def bad_request_received(self) -> None:
         # twisted.web's answer is a bare "400 Bad Request" without a body.
-        self._refuse(bad_request(self._bad_request_reason))
+        self._refuse(bad_request("malformed request"))
 
     def _refuse(self, refusal: Refusal) -> None:
         """
@@ -525,7 +585,6 @@ class GatewayChannel(HookedHTTPChannel):
             return
         self._refused = True
         self.persistent = False
-        self._head = None
         self._phase = _CLOSING
         request = self.requests[-1] if self.requests else None
         if request is not None:
@@ -573,11 +632,10 @@ class GatewayChannel(HookedHTTPChannel):
         self._lingered = 0
         self._linger_started = self.site.clock.seconds()
         self._linger_deadline = self._linger_started + limits.linger_time
-        # Nothing the client sent is parsed or kept from here on: not the
-        # line buffer (LineReceiver's), not the pipelined bytes HTTPChannel
-        # keeps while it answers, not a refused body.
-        self.clearLineBuffer()
-        self.drop_pipelined_data()
+        # Nothing the client sent is parsed or kept from here on: not what
+        # is unread in the inbox (a head, pipelined requests), not a refused
+        # body.
+        del self._inbox[:]
         for request in self.requests:
             request.drop_body()
         # Stop being the transport's producer, as HTTPChannel.loseConnection
@@ -681,6 +739,7 @@ class GatewayChannel(HookedHTTPChannel):
         site = getattr(self, "site", None)
         if site is not None:
             self._limits = site.limits
+            self._reader = HeadReader(site.limits)
         # The keep-alive timeout from the very start: a connection that sends
         # nothing is an idle one.
         self.timeOut = self._limits.keepalive_timeout

@@ -22,7 +22,7 @@ This module imports nothing of ours, so that any module may use it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from OpenSSL import SSL
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -43,6 +43,7 @@ __all__ = [
     "MalformedChunkedData",
     "TrustRoot",
     "add_known_fields",
+    "add_received_fields",
     "add_stored_fields",
     "clear_exit_signal",
     "set_known_fields",
@@ -186,29 +187,33 @@ class HookedRequest(Request):
 
 class HookedHTTPChannel(HTTPChannel):
     """
-    twisted.web's HTTP channel, with the private state and hook the
+    twisted.web's HTTP channel, with the private state and hooks the
     gateway's channel needs behind names of ours.
 
-    Why: the gateway answers some requests before twisted.web would (a 413
-    as soon as a body is known to be too large, refusals in the JSON
-    envelope rather than a bare 400), gives its one timer a meaning per
-    phase of the connection, and lingers after a refusal; each needs a look
-    at, or a change to, state twisted.web keeps to itself.
+    Why: the gateway reads requests itself (the head with llhttp, the body
+    with its own limits, L{qeetgw.server}) and leaves the writing of
+    responses, the producer dance with the transport and the request queue
+    to twisted.web; reading without twisted.web's line parser means setting
+    the state that parser would have set.  It also gives its one timer a
+    meaning per phase of the connection, and lingers after a refusal.
     (L{qeetgw.server}; tests: tests/test_clientlimits.py,
     tests/test_linger.py, tests/test_proxy.py.)
 
     Private, all of C{twisted.web.http.HTTPChannel}; each is described on the
-    method that uses it.  The state methods below rely on how HTTPChannel
-    reads a request since 24.7.0: C{dataReceived} only resets the timer
-    before handing the bytes to C{LineReceiver}; C{lineReceived} parses the
-    head; C{rawDataReceived} feeds the body decoder, or, while a request is
-    answered, keeps the bytes of the next (pipelined) ones.
+    method that uses it.  The gateway never calls C{HTTPChannel}'s reading
+    methods (C{dataReceived}, C{lineReceived}, C{rawDataReceived},
+    C{allHeadersReceived}, C{allContentReceived}); it makes each request
+    with C{requestFactory}, appends it to C{requests} and calls
+    C{requestReceived} on it, as C{HTTPChannel} does; C{requestDone} is
+    C{HTTPChannel}'s, whose replay of C{_dataBuffer} (never filled) through
+    C{setLineMode} reads nothing.  As described since 23.10.0.
     """
 
     def bad_request_received(self) -> None:
         """
-        twisted.web found the request malformed (request line, header,
-        framing, or chunked body); by default its bare 400 and a close.
+        twisted.web found the request malformed (for the gateway, only ever
+        a form body, whose parsing is off); by default its bare 400 and a
+        close.
 
         Private: C{_respondToBadRequestAndDisconnect}, which HTTPChannel (and
         its Request, for a bad form body) calls for every malformed request.
@@ -219,66 +224,31 @@ class HookedHTTPChannel(HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.bad_request_received()
 
-    def request_line(self) -> Tuple[bytes, bytes, bytes]:
+    def begin_handling(self) -> None:
         """
-        The method, target and version of the request whose head or body is
-        arriving.  (The request itself learns them only when its whole body
-        has arrived.)
+        A request has arrived whole and is about to be answered: turn the
+        timer off, and tell twisted.web that a request is being handled, so
+        that a full send buffer pauses the response's producer rather than
+        the reading of the connection (C{pauseProducing}), and
+        C{requestDone} goes on to the next request.
 
-        Private: C{_command}, C{_path} and C{_version}, set from the request
-        line and deleted when the body is complete.  Since 16.6.0 or
-        earlier.
+        Private: C{_handlingRequest}, set true by C{allContentReceived} and
+        false by C{requestDone}; C{pauseProducing} and C{resumeProducing}
+        read it.  Since 16.6.0 or earlier.
         """
-        return self._command, self._path, self._version
+        self.setTimeout(None)
+        self._handlingRequest = True
 
-    def handling_request(self) -> bool:
+    def pause_reading(self) -> None:
         """
-        Whether a request is being answered: bytes that arrive now belong to
-        the next, pipelined, request.
+        Stop reading from the connection until C{requestDone} resumes it:
+        enough pipelined bytes are kept.
 
-        Private: C{_handlingRequest}, true from C{allContentReceived} to
-        C{requestDone}.  Since 16.6.0 or earlier.
+        Private: C{_networkProducer}, the transport as an C{IPushProducer},
+        which C{requestDone} resumes unless the transport's own send buffer
+        is full (C{_waitingForTransport}).  Since 17.1.0.
         """
-        return bool(self._handlingRequest)
-
-    def decode_body(self, data: bytes) -> None:
-        """
-        Feed C{data} to the decoder of the request body (Content-Length or
-        chunked), as C{rawDataReceived} does; a malformed chunked body raises
-        L{MalformedChunkedData}.
-
-        Private: C{_transferDecoder}, chosen from the framing headers.
-        Since 16.6.0 or earlier.
-        """
-        self._transferDecoder.dataReceived(data)
-
-    def replace_chunked_decoder(
-        self,
-        make: Callable[[Callable[[bytes], None], Callable[[bytes], None]], ChunkedDecoder],
-    ) -> None:
-        """
-        When the body of the request is chunked, decode it with a decoder of
-        ours, C{make(dataCallback, finishCallback)}, given the callbacks of
-        twisted.web's own.  Call it from C{allHeadersReceived}, once the
-        headers chose the decoder and before any byte of the body is fed.
-
-        Private: C{_transferDecoder} (see L{decode_body}) and
-        C{_ChunkedTransferDecoder} (see L{ChunkedDecoder}).  Since 16.6.0 or
-        earlier.
-        """
-        decoder = self._transferDecoder
-        if type(decoder) is _ChunkedTransferDecoder:
-            self._transferDecoder = make(decoder.dataCallback, decoder.finishCallback)
-
-    def drop_pipelined_data(self) -> None:
-        """
-        Throw away the bytes kept for the requests after the one answered.
-
-        Private: C{_dataBuffer}, where C{rawDataReceived} keeps them while
-        a request is answered, replayed by C{requestDone} (since 23.10.0;
-        C{dataReceived} did it before).
-        """
-        self._dataBuffer = []
+        self._networkProducer.pauseProducing()
 
     def set_timeout_after_request(self, timeout: Optional[float]) -> None:
         """
@@ -422,5 +392,40 @@ def add_stored_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -
         values = stored.get(name)
         if values is None:
             stored[name] = [value]
+        else:
+            values.append(value)
+
+
+#: Field names as clients send them, to their stored form: a client's names
+#: repeat from request to request.  Bounded: past it, names are
+#: canonicalised as they come.
+_RECEIVED_NAMES: Dict[bytes, bytes] = {}
+_MAX_RECEIVED_NAMES = 1024
+
+
+def add_received_fields(headers: Headers, fields: Iterable[Tuple[bytes, bytes]]) -> None:
+    """
+    As C{headers.addRawHeader(name, value)} for each C{(name, value)} of
+    C{fields}, the fields of a request head that llhttp parsed: each name a
+    token, each value without CR, LF or NUL (checked again: an int is found
+    by memchr).  A name is canonicalised once, the first time it is seen.
+    Private: see L{_stored_fields}.
+    """
+    stored = _stored_fields(headers)
+    names = _RECEIVED_NAMES
+    for name, value in fields:
+        key = names.get(name)
+        if key is None:
+            if len(names) >= _MAX_RECEIVED_NAMES:
+                headers.addRawHeader(name, value)
+                continue
+            key = stored_field(name, b"x")[0]
+            names[name] = key
+        if 13 in value or 10 in value or 0 in value:
+            headers.addRawHeader(name, value)
+            continue
+        values = stored.get(key)
+        if values is None:
+            stored[key] = [value]
         else:
             values.append(value)

@@ -522,6 +522,95 @@ class SmugglingTests(ChannelTestCase):
             self.assertEqual(self.resource.rendered, [body])
 
 
+class ReadingTests(ChannelTestCase):
+    """
+    How the channel reads requests: pipelined ones in order, bodies and the
+    requests after them in one read, methods, C{Expect: 100-continue}.
+    """
+
+    def responses(self, connection: Connection) -> List[Any]:
+        raw, found = connection.transport.value(), []
+        while raw:
+            response, raw = parse_response(raw)
+            found.append(response)
+        return found
+
+    def test_pipelined_in_one_read(self) -> None:
+        connection = self.connect()
+        connection.send(
+            get(b"/1") + with_body(b"POST", b"/2", b"two") + b"\r\n" + get(b"/3")
+        )
+        self.assertEqual([r.code for r in self.responses(connection)], [200, 200, 200])
+        self.assertEqual(self.resource.rendered, [b"", b"two", b""])
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_pipelined_while_answering(self) -> None:
+        """
+        Requests sent while one is answered wait for it, in order.
+        """
+        self.resource.hold = True
+        connection = self.connect()
+        connection.send(get(b"/1") + get(b"/2")[:10])
+        connection.send(get(b"/2")[10:] + get(b"/3"))
+        self.assertEqual(len(self.resource.held), 1)
+        self.resource.hold = False
+        held = self.resource.held.pop()
+        held.write(b"first")
+        held.finish()
+        self.assertEqual([r.body for r in self.responses(connection)], [b"first", b"ok", b"ok"])
+        self.assertEqual([e["path"] for e in self.events if e["log_namespace"] == "qeetgw.access"],
+                         ["/1", "/2", "/3"])
+
+    def test_reading_paused_past_16_kib_of_pipelined_bytes(self) -> None:
+        self.resource.hold = True
+        connection = self.connect()
+        connection.send(get(b"/1"))
+        filler = get(b"/2", b"X-Fill: " + b"v" * 9000 + b"\r\n")
+        connection.send(filler)
+        self.assertEqual(connection.transport.producerState, "producing")
+        connection.send(filler)
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.resource.hold = False
+        self.resource.held.pop().finish()
+        self.assertEqual(connection.transport.producerState, "producing")
+        self.assertEqual([r.code for r in self.responses(connection)], [200, 200, 200])
+
+    def test_any_token_is_a_method(self) -> None:
+        seen: List[bytes] = []
+        render = self.resource.render
+
+        def record(request: IRequest) -> Any:
+            seen.append(request.method)
+            return render(request)
+
+        self.resource.render = record  # type: ignore[method-assign]
+        connection = self.connect()
+        connection.send(get(b"/", method=b"BREW"))
+        self.assert_ok(connection)
+        self.assertEqual(seen, [b"BREW"])
+
+    def test_expect_100_continue(self) -> None:
+        connection = self.connect()
+        connection.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(connection.transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        connection.transport.clear()
+        connection.send(b"hello")
+        self.assert_ok(connection)
+        self.assertEqual(self.resource.rendered, [b"hello"])
+
+    def test_no_100_continue_without_a_body(self) -> None:
+        connection = self.connect()
+        connection.send(get(b"/", b"Expect: 100-continue\r\n"))
+        self.assertTrue(connection.transport.value().startswith(b"HTTP/1.1 200 "))
+
+    def test_http_1_0_closes_after_its_answer(self) -> None:
+        connection = self.connect()
+        connection.send(b"GET / HTTP/1.0\r\n\r\n" + get(b"/2"))
+        self.assertEqual([r.code for r in self.responses(connection)], [200])
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertEqual(len(self.resource.rendered), 1)
+
+
 class ConnectionLimitTests(ChannelTestCase):
     """
     Past MAX_CONNECTIONS new connections are closed at once.

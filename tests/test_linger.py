@@ -375,9 +375,8 @@ class NothingBufferedTests(LingerTestCase):
         self.assertLess(peak - before, MIB)
         channel = connection.channel
         self.assertEqual(channel._lingered, 100 * MIB)
-        # LineReceiver's buffer, HTTPChannel's pipeline buffer (private).
-        self.assertEqual(channel.clearLineBuffer(), b"")
-        self.assertEqual(channel._dataBuffer, [])
+        # The channel's unread bytes (private).
+        self.assertEqual(channel._inbox, bytearray())
         for request in channel.requests:
             self.assertEqual(request.content.read(), b"")
         self.assertIn(channel, self.site.lingering)

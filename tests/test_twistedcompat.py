@@ -19,6 +19,7 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -29,6 +30,7 @@ from qeetgw.twistedcompat import (
     HookedRequest,
     MalformedChunkedData,
     TrustRoot,
+    add_received_fields,
     clear_exit_signal,
 )
 from tests.test_project import PROJECT_ROOT
@@ -183,23 +185,22 @@ class ChunkedDecoderTests(SynchronousTestCase):
 
 class _Channel(HookedHTTPChannel):
     """
-    A channel that records what its hooks and accessors say.
+    A channel that reads as the gateway's does: each line it is given is a
+    request target, made into a request and answered when the test says.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: List[Any] = []
-        self.decoders: List[_Recording] = []
         self.answering: List["_Request"] = []
 
-    def allHeadersReceived(self) -> None:
-        super().allHeadersReceived()
-        self.seen.append(("line", self.request_line()))
-        self.replace_chunked_decoder(lambda data, finish: self._decoder())
-
-    def _decoder(self) -> _Recording:
-        self.decoders.append(_Recording())
-        return self.decoders[-1]
+    def dataReceived(self, data: bytes) -> None:
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        request.requestHeaders.setRawHeaders(b"host", [b"h"])
+        request.gotLength(0)
+        self.begin_handling()
+        request.requestReceived(b"GET", data, b"HTTP/1.1")
 
     def bad_request_received(self) -> None:
         self.seen.append("bad request")
@@ -213,11 +214,11 @@ class _Request(HookedRequest):
 
     def process(self) -> None:
         channel: _Channel = self.channel
-        channel.seen.append(("handling", channel.handling_request()))
+        channel.seen.append(("handling", self.uri))
         channel.answering.append(self)
 
     def cleaned_up(self, channel: Any) -> None:
-        channel.seen.append(("cleaned up", channel.handling_request()))
+        channel.seen.append(("cleaned up", self.uri))
 
 
 def _connect() -> Tuple[_Channel, StringTransport]:
@@ -230,69 +231,55 @@ def _connect() -> Tuple[_Channel, StringTransport]:
     return channel, transport
 
 
-#: Two pipelined requests in one read.
-_TWO_REQUESTS = b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
-
-
-def _lines(channel: _Channel) -> List[Tuple[bytes, bytes, bytes]]:
-    return [each[1] for each in channel.seen if each[0] == "line"]
-
-
 class HookedHTTPChannelTests(SynchronousTestCase):
     """
     L{HookedHTTPChannel} and L{HookedRequest}.
     """
 
-    def test_request_line_handling_and_clean_up(self) -> None:
-        channel, _ = _connect()
-        channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+    def test_handling_and_clean_up(self) -> None:
+        channel, transport = _connect()
+        channel.dataReceived(b"/x")
+        self.assertIsNone(channel.timeOut)
         channel.answering.pop().finish()
-        self.assertEqual(
-            channel.seen,
-            [("line", (b"POST", b"/x", b"HTTP/1.1")), ("handling", True), ("cleaned up", False)],
-        )
+        self.assertEqual(channel.seen, [("handling", b"/x"), ("cleaned up", b"/x")])
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(channel.requests, [])
 
-    def test_chunked_decoder_replaced(self) -> None:
-        channel, _ = _connect()
-        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-        channel.dataReceived(b"3\r\nabc\r\n")
-        channel.decode_body(b"2\r\nde\r\n")
-        [decoder] = channel.decoders
-        self.assertEqual(decoder.sizes, [3, 2])
+    def test_full_send_buffer_while_handling(self) -> None:
+        """
+        While a request is handled, a full send buffer does not stop the
+        reading of the connection; once it is done, it does.
+        """
+        channel, transport = _connect()
+        channel.dataReceived(b"/x")
+        channel.pauseProducing()
+        self.assertEqual(transport.producerState, "producing")
+        channel.resumeProducing()
+        channel.answering.pop().finish()
+        channel.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
 
-    def test_content_length_decoder_kept(self) -> None:
-        channel, _ = _connect()
-        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n")
-        self.assertEqual(channel.decoders, [])
+    def test_reading_paused_until_done(self) -> None:
+        channel, transport = _connect()
+        channel.dataReceived(b"/x")
+        channel.pause_reading()
+        self.assertEqual(transport.producerState, "paused")
+        channel.answering.pop().finish()
+        self.assertEqual(transport.producerState, "producing")
 
     def test_bad_request_hook(self) -> None:
         channel, transport = _connect()
-        channel.dataReceived(b"GET /\r\n\r\n")
+        channel._respondToBadRequestAndDisconnect()
         self.assertEqual(channel.seen, ["bad request"])
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request"))
 
     def test_timeout_after_request(self) -> None:
         channel, _ = _connect()
-        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        channel.dataReceived(b"/")
         self.assertIsNone(channel.timeOut)
         channel.set_timeout_after_request(17)
         channel.answering.pop().finish()
         self.assertEqual(channel.timeOut, 17)
-
-    def test_pipelined_data_dropped(self) -> None:
-        channel, _ = _connect()
-        channel.dataReceived(_TWO_REQUESTS)
-        channel.drop_pipelined_data()
-        channel.answering.pop().finish()
-        self.assertEqual(_lines(channel), [(b"GET", b"/1", b"HTTP/1.1")])
-
-    def test_pipelined_data_kept(self) -> None:
-        channel, _ = _connect()
-        channel.dataReceived(_TWO_REQUESTS)
-        channel.answering.pop().finish()
-        self.assertEqual(
-            _lines(channel), [(b"GET", b"/1", b"HTTP/1.1"), (b"GET", b"/2", b"HTTP/1.1")]
-        )
 
     def test_transport_released(self) -> None:
         channel, transport = _connect()
@@ -301,3 +288,39 @@ class HookedHTTPChannelTests(SynchronousTestCase):
         channel.release_transport()
         self.assertIsNone(transport.producer)
         self.assertEqual(transport.producerState, "producing")
+
+
+class ReceivedFieldsTests(SynchronousTestCase):
+    """
+    L{add_received_fields} stores what C{addRawHeader} would.
+    """
+
+    FIELDS = [
+        (b"host", b"h"),
+        (b"X-Forwarded-For", b"1.2.3.4"),
+        (b"x-forwarded-for", b"5.6.7.8"),
+        (b"ACCEPT", b"*/*"),
+        (b"x-odd", b"a\rb"),
+        (b"x-nul", b"a\x00b"),
+    ]
+
+    def test_same_as_add_raw_header(self) -> None:
+        expected = Headers()
+        for name, value in self.FIELDS:
+            expected.addRawHeader(name, value)
+        for _ in range(2):  # names unseen, then seen
+            received = Headers()
+            add_received_fields(received, self.FIELDS)
+            self.assertEqual(list(received.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+            self.assertEqual(received.getRawHeaders(b"x-forwarded-for"), [b"1.2.3.4", b"5.6.7.8"])
+
+    def test_names_remembered_are_bounded(self) -> None:
+        import qeetgw.twistedcompat as compat
+
+        self.patch(compat, "_RECEIVED_NAMES", {})
+        self.patch(compat, "_MAX_RECEIVED_NAMES", 3)
+        received = Headers()
+        add_received_fields(received, [(b"x-%d" % (n,), b"v") for n in range(10)])
+        self.assertEqual(len(compat._RECEIVED_NAMES), 3)
+        self.assertEqual(received.getRawHeaders(b"X-9"), [b"v"])
+        self.assertEqual(len(list(received.getAllRawHeaders())), 10)
