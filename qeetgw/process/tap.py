@@ -9,6 +9,7 @@ table, so a new variable gets its option and its C{--help} line for free.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Dict, List, Mapping, Optional, Union
 
@@ -161,4 +162,5 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
         parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
         daemon=daemon,
+        freeze_heap=gc.freeze,
     )

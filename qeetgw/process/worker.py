@@ -14,6 +14,7 @@ there and never listens for metrics itself (the supervisor serves them).
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -80,6 +81,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         reactor=reactor,
         parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
+        freeze_heap=gc.freeze,
     )
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
