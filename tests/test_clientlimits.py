@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.clientlimits import ClientLimits, RequestHead, bad_request, error_response
-from qeetgw.server import GatewaySite
+from qeetgw.server import SEND_BYTES, GatewaySite
 from tests.memory import Connection, get, parse_response, with_body
 
 LIMITS = ClientLimits(
@@ -609,6 +609,38 @@ class ReadingTests(ChannelTestCase):
         self.assertEqual([r.code for r in self.responses(connection)], [200])
         self.assertTrue(connection.transport.disconnecting)
         self.assertEqual(len(self.resource.rendered), 1)
+
+
+class SendLimitTests(ChannelTestCase):
+    """
+    A client connection sends up to L{SEND_BYTES} in one call, over TCP and
+    over the TCP connection beneath TLS.
+    """
+
+    def test_tcp(self) -> None:
+        class TCP(StringTransport):
+            SEND_LIMIT = 128 * 1024
+
+        transport = TCP()
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        channel.makeConnection(transport)
+        self.assertEqual(transport.SEND_LIMIT, SEND_BYTES)
+        self.assertEqual(TCP.SEND_LIMIT, 128 * 1024)
+
+    def test_beneath_tls(self) -> None:
+        class TCP(StringTransport):
+            SEND_LIMIT = 128 * 1024
+
+        class TLS(StringTransport):
+            def __init__(self) -> None:
+                super().__init__()
+                self.transport = TCP()
+
+        transport = TLS()
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        channel.makeConnection(transport)
+        self.assertEqual(transport.transport.SEND_LIMIT, SEND_BYTES)
+        self.assertFalse(hasattr(transport, "SEND_LIMIT"))
 
 
 class ConnectionLimitTests(ChannelTestCase):
