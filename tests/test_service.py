@@ -172,33 +172,32 @@ class TreeTests(ServiceTests):
         self.assertEqual([child.running for child in service], [False] * 5)
 
 
-class FreezeHeapTests(ServiceTests):
+class SettleHeapTests(ServiceTests):
     """
-    C{freeze_heap} is called once, when the service has started its parts.
+    C{settle_heap} is called once, when the service has started its parts.
     """
 
     def test_called_once_after_the_parts_started(self) -> None:
         service = self.service(ALL_PARTS)
         seen: List[List[bool]] = []
-        service.freeze_heap = lambda: seen.append([child.running for child in service])
+        service.settle_heap = lambda: seen.append([child.running for child in service])
         service.startService()
         self.assertEqual(seen, [[True] * 5])
         self.successResultOf(service.stopService())
         self.assertEqual(len(seen), 1)
 
-    def test_twistd_freezes_the_heap(self) -> None:
-        import gc
-
+    def test_twistd_settles_the_heap(self) -> None:
+        from qeetgw.process.heap import settle
         from qeetgw.process.tap import Options, makeService
 
         options = Options(environ={"REQUIRE_AUTH": "false"}, dotenv_path="/nonexistent/.env")
         options.parseOptions([])
         service = makeService(options)
         assert isinstance(service, GatewayService)
-        self.assertIs(service.freeze_heap, gc.freeze)
+        self.assertIs(service.settle_heap, settle)
 
     def test_not_by_default(self) -> None:
-        self.assertIsNone(self.service().freeze_heap)
+        self.assertIsNone(self.service().settle_heap)
 
 
 class StartUpTests(ServiceTests):

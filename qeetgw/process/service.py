@@ -68,7 +68,7 @@ class GatewayService(MultiService):
         parts: Sequence[IService] = (),
         delay: float = 0.0,
         daemon: bool = False,
-        freeze_heap: Optional[Callable[[], None]] = None,
+        settle_heap: Optional[Callable[[], None]] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -89,8 +89,8 @@ class GatewayService(MultiService):
         self.port: Optional[IListeningPort] = None
         self._daemon = daemon
         #: Called once the service has started (twistd and the workers give
-        #: C{gc.freeze}): see L{startService}.
-        self.freeze_heap = freeze_heap
+        #: L{qeetgw.process.heap.settle}): see L{startService}.
+        self.settle_heap = settle_heap
         #: Fires with the listening port once listening (or with the error).
         self.listening: Deferred[IListeningPort] = Deferred()
         for part in parts:
@@ -132,13 +132,11 @@ class GatewayService(MultiService):
             return
         if self.port is None and not self.listening.called:
             self._endpoint.listen(self.site).addCallbacks(self._listened, self._cannot_listen)
-        if self.freeze_heap is not None:
+        if self.settle_heap is not None:
             # Everything made so far (modules, configuration, the resource
-            # tree, the parts) lives as long as the process: frozen, the
-            # garbage collector's full collections stop walking it again and
-            # again.  GET through the gateway: +9% requests/s (A/B, 3
-            # alternating rounds of wrk -c50), peak RSS unchanged.
-            self.freeze_heap()
+            # tree, the parts) lives as long as the process, so now is when
+            # the heap can be settled (qeetgw.process.heap).
+            self.settle_heap()
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         """

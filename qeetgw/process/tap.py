@@ -9,7 +9,6 @@ table, so a new variable gets its option and its C{--help} line for free.
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Dict, List, Mapping, Optional, Union
 
@@ -17,6 +16,7 @@ from twisted.python import usage
 
 from qeetgw.config import VARIABLES, Config, ConfigError, load_config, read_dotenv
 from qeetgw.logging import observer_for
+from qeetgw.process.heap import settle
 from qeetgw.process.service import GatewayService
 from qeetgw.process.supervisor import Supervisor, worker_environment
 from qeetgw.site import build_site
@@ -162,5 +162,5 @@ def makeService(options: Options) -> Union[GatewayService, Supervisor]:
         parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
         daemon=daemon,
-        freeze_heap=gc.freeze,
+        settle_heap=settle,
     )

@@ -14,7 +14,6 @@ there and never listens for metrics itself (the supervisor serves them).
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 import sys
@@ -28,6 +27,7 @@ from qeetgw.config import ConfigError, load_config, read_dotenv
 from qeetgw.logging import observer_for
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricFiles
 from qeetgw.metrics import Metrics
+from qeetgw.process.heap import settle
 from qeetgw.process.service import GatewayService
 from qeetgw.site import build_site
 
@@ -81,7 +81,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         reactor=reactor,
         parts=gateway.parts,
         delay=config.shutdown_delay_ms / 1000,
-        freeze_heap=gc.freeze,
+        settle_heap=settle,
     )
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
