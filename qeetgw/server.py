@@ -417,11 +417,17 @@ class GatewayChannel(HookedHTTPChannel):
             if self._phase == _LINGERING:
                 self._discard(len(data))
             return
-        if self._phase == _BODY:
-            self.resetTimeout()
         # (Not HTTPChannel.dataReceived: it resets the timer on every read,
         # which would turn the header deadline back into an idle timer that
         # a client sending a byte at a time never trips.)
+        if self._phase == _BODY:
+            self.resetTimeout()
+            if not self._inbox and not self._reading:
+                # More of a body, as it comes: to its decoder, not copied.
+                self._decode_body(data)
+                if self._inbox:
+                    self._read()
+                return
         self._inbox += data
         self._read()
 
@@ -437,11 +443,14 @@ class GatewayChannel(HookedHTTPChannel):
             inbox = self._inbox
             while inbox and not self._refused:
                 phase = self._phase
-                if phase == _HANDLING or phase == _CLOSING:
-                    # Pipelined, or sent after the last request: kept until
-                    # the answer is done (never read when closing).
+                if phase == _HANDLING:
+                    # Pipelined: kept until the answer is done.
                     if len(inbox) > _PIPELINED_BYTES:
                         self.pause_reading()
+                    return
+                if phase == _CLOSING:
+                    # Sent after the connection's last request: never read.
+                    del inbox[:]
                     return
                 if phase == _BODY:
                     data = bytes(inbox)

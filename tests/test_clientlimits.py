@@ -609,6 +609,36 @@ class ReadingTests(ChannelTestCase):
         self.assertEqual([r.code for r in self.responses(connection)], [200])
         self.assertTrue(connection.transport.disconnecting)
         self.assertEqual(len(self.resource.rendered), 1)
+        # What comes after the last request is never read, nor kept.
+        connection.send(get(b"/3") * 100)
+        self.assertEqual(connection.channel._inbox, bytearray())
+        self.assertEqual(len(self.resource.rendered), 1)
+
+    def test_body_in_many_reads(self) -> None:
+        """
+        A body that arrives in pieces, the last with the next request.
+        """
+        body = bytes(range(256)) * 400
+        raw = with_body(b"POST", b"/", body)
+        head_end = raw.index(b"\r\n\r\n") + 4
+        connection = self.connect()
+        connection.send(raw[:head_end + 10])
+        for start in range(head_end + 10, len(raw) - 100, 4096):
+            connection.send(raw[start:min(start + 4096, len(raw) - 100)])
+        connection.send(raw[len(raw) - 100:] + get(b"/next"))
+        self.assertEqual(self.resource.rendered, [body, b""])
+        self.assertEqual([r.code for r in self.responses(connection)], [200, 200])
+
+    def test_chunked_body_in_many_reads(self) -> None:
+        chunks = [bytes([65 + n]) * (1000 + n) for n in range(20)]
+        raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(
+            b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks
+        ) + b"0\r\n\r\n"
+        connection = self.connect()
+        for start in range(0, len(raw), 777):
+            connection.send(raw[start:start + 777])
+        self.assertEqual(self.resource.rendered, [b"".join(chunks)])
+        self.assert_ok(connection)
 
 
 class SendLimitTests(ChannelTestCase):
