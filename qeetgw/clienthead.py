@@ -47,6 +47,7 @@ import attrs
 from httptools import (
     HttpParserError,
     HttpParserInvalidMethodError,
+    HttpParserInvalidURLError,
     HttpParserUpgrade,
     HttpRequestParser,
 )
@@ -62,6 +63,7 @@ from qeetgw.clientlimits import (
 )
 
 _CRLF = b"\r\n"
+_OWS = (b" ", b"\t")
 _BLANK_LINE = b"\r\n\r\n"
 
 # RFC 9110 section 9.1: a method is a token.
@@ -119,6 +121,11 @@ class _Collector:
         self.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp leaves the whitespace after a value in it; RFC 9112 section
+        # 5 says it is not part of the value (nor is the whitespace before,
+        # which llhttp drops).
+        if value[-1:] in _OWS:
+            value = value.rstrip(b" \t")
         self.fields.append((name, value))
 
 
@@ -132,13 +139,20 @@ class HeadReader:
     byte at a time costs no more than one that arrives whole.
     """
 
-    __slots__ = ("_limits", "_searched", "_line_end", "_skipped_blank")
+    __slots__ = (
+        "_limits", "_searched", "_line_end", "_skipped_blank", "_checks", "_checked", "_scanned"
+    )
 
     def __init__(self, limits: ClientLimits) -> None:
         self._limits = limits
         self._searched = 0
         self._line_end = -1
         self._skipped_blank = False
+        # The line rules, run on the lines of a head that has not arrived
+        # whole (see _check_lines), and how far they have read.
+        self._checks: Optional[RequestHead] = None
+        self._checked = 0
+        self._scanned = 0
 
     def read(self, buffer: bytearray) -> ReadResult:
         """
@@ -177,7 +191,10 @@ class HeadReader:
             # The header fields so far, and two bytes of the blank line.
             if len(buffer) - line_end - 4 > limits.max_header_bytes:
                 return header_bytes_exceeded(limits)
-            return None
+            # A head that has not arrived whole is judged a line at a time
+            # meanwhile, so that a bad line is refused when it arrives, not
+            # at the header deadline.
+            return self._check_lines(buffer)
         # The header field lines with their CRLFs; the request line, and
         # the CRLF of the blank line, not counted.
         if end - line_end > limits.max_header_bytes:
@@ -187,7 +204,38 @@ class HeadReader:
         self._searched = 0
         self._line_end = -1
         self._skipped_blank = False
+        self._checks = None
+        self._checked = 0
+        self._scanned = 0
         return parse_head(head, line_end, limits)
+
+    def _check_lines(self, buffer: bytearray) -> Optional[Refusal]:
+        """
+        Judge the lines of the incomplete head in C{buffer} that are complete
+        and not judged yet, as twisted.web and L{RequestHead} did, line by
+        line: the first line refused, or L{None}.
+        """
+        checks = self._checks
+        if checks is None:
+            checks = self._checks = RequestHead(self._limits)
+        start = self._checked
+        # Where the line being read may end: not before what was searched.
+        search = max(start, self._scanned - 1)
+        while True:
+            end = buffer.find(_CRLF, search)
+            if end < 0:
+                break
+            line = bytes(buffer[start:end])
+            if start == 0:
+                refusal = check_request_line(line, checks)
+            else:
+                refusal = checks.header_line(line)
+            if refusal is not None:
+                return refusal
+            start = search = end + 2
+        self._checked = start
+        self._scanned = len(buffer)
+        return None
 
 
 def parse_head(head: bytes, line_end: int, limits: ClientLimits) -> Union[Head, Refusal]:
@@ -213,11 +261,19 @@ def parse_head(head: bytes, line_end: int, limits: ClientLimits) -> Union[Head, 
     except HttpParserUpgrade:
         pass  # the head was read whole first
     except HttpParserError as error:
-        return diagnose(head, limits, str(error))
+        return diagnose(head, limits, error)
+    if method is None:
+        method = parser.get_method()
     version = _VERSIONS.get(parser.get_http_version())
     target = collector.target
-    if version is None or not _TARGET.match(target) or head.count(b" ", 0, line_end) != 2:
-        # llhttp reads HTTP/0.9's "GET /" and versions up to 9.9.
+    if (
+        version is None
+        or not _TARGET.match(target)
+        or head.count(b" ", 0, line_end) != 2
+        or not head.startswith(method + b" ")
+    ):
+        # llhttp reads HTTP/0.9's "GET /" and versions up to 9.9, and skips
+        # line breaks before the method.
         return bad_request("malformed request line")
     fields = collector.fields
     if len(fields) > limits.max_header_fields:
@@ -240,7 +296,7 @@ def parse_head(head: bytes, line_end: int, limits: ClientLimits) -> Union[Head, 
             content_length = int(framing.content_length)
         chunked = framing.transfer_encoding
     return Head(
-        method if method is not None else parser.get_method(),
+        method,
         target,
         version,
         fields,
@@ -249,19 +305,17 @@ def parse_head(head: bytes, line_end: int, limits: ClientLimits) -> Union[Head, 
     )
 
 
-def diagnose(head: bytes, limits: ClientLimits, parser_error: str) -> Refusal:
+def check_request_line(line: bytes, checks: RequestHead) -> Optional[Refusal]:
     """
-    The refusal of a head llhttp refused (saying C{parser_error}): the first
-    line that the rules of L{RequestHead} refuse, and why; llhttp's words
-    when they refuse none.
+    The refusal of request line C{line} (without its CRLF), or L{None}: its
+    length (L{RequestHead.request_line}, which C{checks} then remembers),
+    then its shape, as twisted.web read it: three parts, a token, a target of
+    printable ASCII, HTTP/1.0 or HTTP/1.1.
     """
-    lines = head[:-4].split(_CRLF)
-    request_line = lines[0]
-    checks = RequestHead(limits)
-    refusal = checks.request_line(request_line)
+    refusal = checks.request_line(line)
     if refusal is not None:
         return refusal
-    parts = request_line.split(b" ")
+    parts = line.split(b" ")
     if (
         len(parts) != 3
         or not _TOKEN.match(parts[0])
@@ -269,8 +323,25 @@ def diagnose(head: bytes, limits: ClientLimits, parser_error: str) -> Refusal:
         or parts[2] not in _VERSIONS.values()
     ):
         return bad_request("malformed request line")
+    return None
+
+
+def diagnose(head: bytes, limits: ClientLimits, error: HttpParserError) -> Refusal:
+    """
+    The refusal of a head llhttp refused with C{error}: the first line that
+    the rules of L{check_request_line} and L{RequestHead} refuse, and why; a
+    target llhttp cannot read (not in origin, absolute, authority or
+    asterisk form) is a malformed request line; otherwise llhttp's words.
+    """
+    lines = head[:-4].split(_CRLF)
+    checks = RequestHead(limits)
+    refusal = check_request_line(lines[0], checks)
+    if refusal is not None:
+        return refusal
     for line in lines[1:]:
         refusal = checks.header_line(line)
         if refusal is not None:
             return refusal
-    return bad_request("malformed request head: " + parser_error.lower())
+    if isinstance(error, HttpParserInvalidURLError):
+        return bad_request("malformed request line")
+    return bad_request("malformed request head: " + str(error).lower())

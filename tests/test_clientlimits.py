@@ -186,6 +186,15 @@ class HeaderDeadlineTests(ChannelTestCase):
         connection.send(get(b"/"))
         self.assert_ok(connection)
 
+    def test_bad_line_refused_as_it_arrives(self) -> None:
+        """
+        Not at the header deadline: the head is judged a line at a time
+        while it is incomplete.
+        """
+        connection = self.connect()
+        connection.send(b"GET / HTTP/1.1\r\nHost: x\r\nX A: b\r\n")
+        self.assert_refused(connection, 400, "BAD_REQUEST", "invalid header name")
+
     def test_second_stray_crlf_refused(self) -> None:
         connection = self.connect()
         connection.send(b"\r\n\r\n")
