@@ -6,6 +6,8 @@ StringTransport, a L{MemoryReactorClock} for the timers.
 
 from __future__ import annotations
 
+import random
+import re
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
@@ -680,6 +682,65 @@ class SendLimitTests(ChannelTestCase):
         channel.makeConnection(transport)
         self.assertEqual(transport.transport.SEND_LIMIT, SEND_BYTES)
         self.assertFalse(hasattr(transport, "SEND_LIMIT"))
+
+
+class GeneratedHeadsTests(ChannelTestCase):
+    """
+    Requests with random damage (seeded: the same every run): each is
+    answered the same whether it arrives whole or a few bytes at a time,
+    either by the resource or with a refusal in the envelope; never a 500,
+    never a failure logged.
+    """
+
+    BASES = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /x HTTP/1.0\r\nAccept: */*\r\nX-A: b\r\n\r\n",
+    ]
+    PIECES = [
+        b" ", b"\t", b":", b"\r", b"\n", b"\r\n", b"\x00", b"\x01", b"\x7f", b"\x80", b"a", b"0",
+        b"5", b"-", b",", b"/", b"?", b"%", b"HTTP/1.1", b"chunked", b"Content-Length",
+        b"Transfer-Encoding", b"GET", b"(",
+    ]
+
+    def outcome(self, raw: bytes, step: int) -> Any:
+        self.events.clear()
+        self.resource.rendered.clear()
+        failures: List[LogEvent] = []
+        globalLogPublisher.addObserver(failures.append)
+        try:
+            connection = self.connect()
+            for start in range(0, len(raw), step):
+                connection.send(raw[start:start + step])
+        finally:
+            globalLogPublisher.removeObserver(failures.append)
+        self.assertEqual([e for e in failures if "log_failure" in e], [], raw)
+        out = connection.transport.value()
+        # (A status line follows the body before it, "ok", directly.)
+        statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", out)
+        self.assertNotIn(b"500", statuses, raw)
+        reasons = [e["reason"] for e in self.events if e["log_namespace"] == "qeetgw.clients"]
+        return statuses, reasons, list(self.resource.rendered)
+
+    def test_whole_or_in_pieces(self) -> None:
+        rnd = random.Random(20261206)
+        for _ in range(300):
+            raw = bytearray(rnd.choice(self.BASES))
+            for _ in range(rnd.randint(1, 3)):
+                at = rnd.randint(0, len(raw))
+                choice = rnd.random()
+                if choice < 0.4:
+                    raw[at:at] = rnd.choice(self.PIECES)
+                elif choice < 0.7:
+                    del raw[at:at + rnd.randint(1, 3)]
+                else:
+                    raw[at:at + 1] = rnd.choice(self.PIECES)
+            whole = self.outcome(bytes(raw), len(raw) or 1)
+            self.assertEqual(self.outcome(bytes(raw), 3), whole, bytes(raw))
+            statuses, reasons, _ = whole
+            for status in statuses:
+                self.assertIn(status, (b"200", b"400", b"408", b"413", b"414", b"431"), bytes(raw))
 
 
 class ConnectionLimitTests(ChannelTestCase):
