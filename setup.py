@@ -49,8 +49,9 @@ setup(
     ],
     extras_require={
         # trial comes with twisted; the tests make their certificates with
-        # cryptography directly.
-        "test": ["cryptography"],
+        # cryptography directly, and speak WebSocket with Twisted's own
+        # client and server (twisted.web.websocket, on wsproto).
+        "test": ["cryptography", "twisted[websocket]"],
     },
     entry_points={
         "console_scripts": [

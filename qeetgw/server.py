@@ -325,6 +325,7 @@ _BODY = "body"  # a request body is arriving: the body stall timeout
 _HANDLING = "handling"  # the request is being answered: no timer
 _LINGERING = "lingering"  # refused and half-closed: reading and discarding
 _CLOSING = "closing"  # we closed: abort if the client does not let go
+_TUNNEL = "tunnel"  # switched protocols: bytes relayed (the tunnel times it)
 
 #: The most a client connection hands the kernel in one send(2) (Twisted's
 #: FileDescriptor.SEND_LIMIT, 128 KiB by default): a large response takes
@@ -360,6 +361,11 @@ class GatewayChannel(HookedHTTPChannel):
     Every early refusal goes the same way: the answer is written
     (L{_refuse}, or the resource tree's 413 after L{refuse_body}), then
     L{loseConnection} lingers (L{_linger}) instead of closing at once.
+
+    A request whose upstream switched protocols (a WebSocket's 101) turns
+    the connection into one end of a tunnel (L{switch_protocols},
+    L{attach_tunnel}): from then on its bytes, its half-close and its close
+    go to the tunnel, and the tunnel has the only timer.
     """
 
     _refused = False
@@ -383,6 +389,9 @@ class GatewayChannel(HookedHTTPChannel):
     _linger_deadline = 0.0
     #: Whether connectionLost was called: nothing to linger on then.
     _lost = False
+    #: After a 101: the tunnel the connection's bytes go to
+    #: (L{qeetgw.upstream.tunnel.Tunnel}).
+    _tunnel: Optional[Any] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -411,7 +420,38 @@ class GatewayChannel(HookedHTTPChannel):
             self._host = self.transport.getHost()
         return self._host
 
+    def switch_protocols(self, head: bytes) -> Any:
+        """
+        The request being answered switched protocols: write the 101's
+        C{head}, stop reading requests, and return the transport, no longer
+        producing for this channel, for the tunnel to take over (then
+        L{attach_tunnel}).
+        """
+        self._phase = _TUNNEL
+        self.setTimeout(None)
+        # The tunnel registers the upstream as this transport's producer.
+        self.release_transport()
+        # The client's end of its stream is passed on, not a close.
+        alsoProvides(self, IHalfCloseableProtocol)
+        self.transport.write(head)
+        return self.transport
+
+    def attach_tunnel(self, tunnel: Any) -> None:
+        """
+        From now on what the client sends goes to C{tunnel}, starting with
+        what it sent after its handshake.
+        """
+        self._tunnel = tunnel
+        if self._inbox:
+            early = bytes(self._inbox)
+            del self._inbox[:]
+            tunnel.client_data(early)
+
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.client_data(data)
+            return
         if self._refused:
             # Answered early: never parsed, never kept.
             if self._phase == _LINGERING:
@@ -737,19 +777,22 @@ class GatewayChannel(HookedHTTPChannel):
     def readConnectionLost(self) -> None:
         """
         The client closed its side of the connection: it will send nothing
-        more, so close ours.  (L{IHalfCloseableProtocol}, provided while
-        lingering only.)
+        more, so close ours, or, in a tunnel, pass it on.
+        (L{IHalfCloseableProtocol}, provided while lingering and in a
+        tunnel only.)
         """
         if self._phase == _LINGERING:
             self._end_linger("client closed")
+        elif self._tunnel is not None:
+            self._tunnel.client_half_closed()
         else:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         """
-        Our side of the connection is shut, the answer sent
-        (L{IHalfCloseableProtocol}, provided while lingering only): the
-        linger goes on.
+        Our side of the connection is shut, what was written sent
+        (L{IHalfCloseableProtocol}, provided while lingering and in a
+        tunnel only): the linger, or the tunnel, goes on.
         """
 
     def connectionMade(self) -> None:
@@ -769,6 +812,8 @@ class GatewayChannel(HookedHTTPChannel):
             site.channels.add(self)
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._tunnel is not None:
+            self._tunnel.client_lost(reason)
         self._lost = True
         site = getattr(self, "site", None)
         if site is not None:
@@ -781,6 +826,17 @@ class GatewayChannel(HookedHTTPChannel):
             self._stop_lingering("client closed" if closed else "connection lost")
             self.site.linger_done(self)
         super().connectionLost(reason)
+
+    def close_for_shutdown(self) -> None:
+        """
+        The drain's grace ran out with this connection busy: a tunnel is
+        closed on both sides (what was relayed is still sent), anything else
+        is aborted.
+        """
+        if self._tunnel is not None:
+            self._tunnel.close("gateway")
+        else:
+            self.transport.abortConnection()
 
     def is_idle(self) -> bool:
         """
@@ -998,7 +1054,7 @@ class GatewaySite(Site):
                 if channel.is_idle():
                     channel.transport.loseConnection()
                 else:
-                    channel.transport.abortConnection()
+                    channel.close_for_shutdown()
             self._all_closed(deadline).addCallback(closed)
 
         for channel in list(self.channels):

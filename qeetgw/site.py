@@ -303,6 +303,8 @@ def build_site(
         config.proxy_timeout_ms / 1000,
         metrics=metrics,
         upstreams=balanced,
+        tunnel_idle_timeout=config.websocket_idle_timeout_ms / 1000,
+        max_tunnels=config.websocket_max_tunnels,
     )
     store = make_store(config, reactor, clock)
     api = RateLimitGuard(

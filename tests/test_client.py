@@ -7,11 +7,12 @@ raw protocol as the upstream, over iosim.
 from __future__ import annotations
 
 import io
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from twisted.internet import protocol
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -511,3 +512,82 @@ class TransportBufferTests(SynchronousTestCase):
         transport = StringTransport()
         UpstreamConnection().makeConnection(transport)
         self.assertFalse(hasattr(transport, "bufferSize"))
+
+
+class _TunnelEnd:
+    """
+    Records what an upstream connection hands a tunnel.
+    """
+
+    def __init__(self) -> None:
+        self.data: List[bytes] = []
+        self.half_closed = 0
+        self.lost: List[Failure] = []
+
+    def upstream_data(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def upstream_half_closed(self) -> None:
+        self.half_closed += 1
+
+    def upstream_lost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
+class SwitchingTests(SynchronousTestCase):
+    """
+    A request sent with C{upgrade} takes a 101 as its answer; the
+    connection then carries a tunnel's bytes and leaves the pool.
+    """
+
+    SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+    def connect(self) -> Tuple[UpstreamConnection, StringTransport, List[UpstreamConnection]]:
+        released: List[UpstreamConnection] = []
+        connection = UpstreamConnection(released.append)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        return connection, transport, released
+
+    def test_switch(self) -> None:
+        connection, transport, released = self.connect()
+        answer = connection.send(head(), upgrade=True)
+        connection.dataReceived(self.SWITCHING + b"\x81\x02hi")
+        response = self.successResultOf(answer)
+        self.assertEqual(response.code, 101)
+        self.assertIs(response.transport, transport)
+        end = _TunnelEnd()
+        self.assertEqual(response.switch_to(end), b"\x81\x02hi")
+        self.assertEqual(released, [connection])
+        self.assertFalse(connection.reusable)
+        connection.dataReceived(b"\x81\x03bye")
+        self.assertEqual(end.data, [b"\x81\x03bye"])
+        self.assertTrue(IHalfCloseableProtocol.providedBy(connection))
+        connection.readConnectionLost()
+        self.assertEqual(end.half_closed, 1)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(end.lost), 1)
+
+    def test_bytes_before_the_tunnel_takes_over_are_kept(self) -> None:
+        connection, _, _ = self.connect()
+        answer = connection.send(head(), upgrade=True)
+        connection.dataReceived(self.SWITCHING)
+        connection.dataReceived(b"early")
+        end = _TunnelEnd()
+        self.assertEqual(self.successResultOf(answer).switch_to(end), b"early")
+
+    def test_unasked_for_switch_is_a_broken_upstream(self) -> None:
+        connection, transport, _ = self.connect()
+        answer = connection.send(head())
+        connection.dataReceived(self.SWITCHING)
+        self.failureResultOf(answer, ResponseNeverReceived)
+        self.assertTrue(transport.disconnecting)
+
+    def test_other_answers_to_a_handshake_are_responses(self) -> None:
+        connection, _, _ = self.connect()
+        answer = connection.send(head(), upgrade=True)
+        connection.dataReceived(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+        response = self.successResultOf(answer)
+        collected = Collect()
+        response.deliver(collected)
+        self.assertEqual((response.code, b"".join(collected.data)), (403, b"no"))

@@ -11,6 +11,7 @@ import re
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -741,6 +742,63 @@ class GeneratedHeadsTests(ChannelTestCase):
             statuses, reasons, _ = whole
             for status in statuses:
                 self.assertIn(status, (b"200", b"400", b"408", b"413", b"414", b"431"), bytes(raw))
+
+
+class _ClientEnd:
+    def __init__(self) -> None:
+        self.data: List[bytes] = []
+        self.half_closed = 0
+        self.lost: List[Any] = []
+
+    def client_data(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def client_half_closed(self) -> None:
+        self.half_closed += 1
+
+    def client_lost(self, reason: Any) -> None:
+        self.lost.append(reason)
+
+
+class SwitchProtocolsTests(ChannelTestCase):
+    """
+    A channel whose request switched protocols hands its connection to a
+    tunnel.
+    """
+
+    def switched(self, early: bytes = b"") -> Any:
+        self.resource.hold = True
+        connection = self.connect()
+        connection.send(get(b"/ws") + early)
+        channel = connection.channel
+        transport = channel.switch_protocols(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        self.assertIs(transport, connection.transport)
+        end = _ClientEnd()
+        channel.attach_tunnel(end)
+        return connection, end
+
+    def test_switch(self) -> None:
+        connection, end = self.switched(b"\x81\x82early")
+        self.assertEqual(connection.transport.value(), b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        # The channel no longer produces for the transport: the tunnel will.
+        self.assertIsNone(connection.transport.producer)
+        self.assertEqual(end.data, [b"\x81\x82early"])
+        connection.send(b"more")
+        self.assertEqual(end.data, [b"\x81\x82early", b"more"])
+        self.assertTrue(IHalfCloseableProtocol.providedBy(connection.channel))
+        connection.channel.readConnectionLost()
+        self.assertEqual(end.half_closed, 1)
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_no_timer_of_the_channel(self) -> None:
+        connection, _ = self.switched()
+        self.clock.advance(10 ** 6)
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_closed(self) -> None:
+        connection, end = self.switched()
+        connection.close()
+        self.assertEqual(len(end.lost), 1)
 
 
 class ConnectionLimitTests(ChannelTestCase):

@@ -301,6 +301,14 @@ class Config:
         "CLIENT_LINGER_MAX_BYTES", "64mb", byte_size,
         "After an early refusal, read and discard at most this much (64mb, 1gb, bytes)",
     )
+    websocket_idle_timeout_ms: int = setting(
+        "WEBSOCKET_IDLE_TIMEOUT_MS", "3600000", whole_number(0),
+        "A WebSocket tunnel with no byte either way for this long is closed; 0: never",
+    )
+    websocket_max_tunnels: int = setting(
+        "WEBSOCKET_MAX_TUNNELS", "10000", whole_number(0),
+        "WebSocket tunnels open at most; past it a handshake gets 503",
+    )
     #: SERVICE_DISCOVERY: see L{qeetgw.upstream.discovery} for dns.
     service_discovery: Literal["static", "dns"] = setting(
         "SERVICE_DISCOVERY", "static", choice("static", "dns"),

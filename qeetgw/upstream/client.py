@@ -27,12 +27,12 @@ import httptools
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
-from zope.interface import Interface, implementer
+from zope.interface import Interface, alsoProvides, implementer
 
 log = Logger()
 
@@ -139,6 +139,24 @@ class UpstreamResponse:
         """
         self._connection._abandon()
 
+    @property
+    def transport(self) -> Any:
+        """
+        The transport of the connection the response came on (for a 101:
+        the one the tunnel takes over).
+        """
+        return self._connection.transport
+
+    def switch_to(self, tunnel: Any) -> bytes:
+        """
+        The upstream switched protocols (a 101 to a request sent with
+        C{upgrade}): from now on what it sends goes to C{tunnel}'s
+        C{upstream_data}, its half-close to C{upstream_half_closed} and its
+        close to C{upstream_lost}.  The connection leaves the pool for good.
+        Returns the bytes it sent after the 101's head.
+        """
+        return self._connection._switch_to(tunnel)
+
 
 @implementer(IPushProducer)
 class _Reading:
@@ -205,6 +223,8 @@ class UpstreamConnection(protocol.Protocol):
         self._answer: Optional[Deferred[UpstreamResponse]] = None
         self._head_request = False
         self._request_complete = False
+        #: After a 101: what the upstream sends goes to it.
+        self._tunnel: Any = None
         self._reset_exchange()
 
     # -- one exchange ----------------------------------------------------
@@ -228,14 +248,22 @@ class UpstreamConnection(protocol.Protocol):
         self._ended_by_close = False
         self._fired = False
         self._over = False
+        # A request that asked to upgrade, and an upstream that switched.
+        self._upgrade = False
+        self._switched = False
+        self._after_switch = b""
 
-    def send(self, head: bytes, body: Body = None, head_request: bool = False) -> "Deferred[UpstreamResponse]":
+    def send(
+        self, head: bytes, body: Body = None, head_request: bool = False, upgrade: bool = False
+    ) -> "Deferred[UpstreamResponse]":
         """
         Send a request: C{head} is its request line and header lines, each
         ending in CRLF, and the empty line that ends them; C{body}, when
         not L{None}, is framed by a Content-Length the head already has.
         C{head_request} says the request is a HEAD, whose response has no
-        body whatever its head says.
+        body whatever its head says.  C{upgrade} says the request asks to
+        switch protocols: a 101 is then its answer (see
+        L{UpstreamResponse.switch_to}), not a broken upstream.
 
         The result fires with the response's head, or fails with
         L{ResponseNeverReceived}; cancelling it closes the connection.
@@ -246,6 +274,7 @@ class UpstreamConnection(protocol.Protocol):
         answer: Deferred[UpstreamResponse] = Deferred(lambda d: self._cancel())
         self._answer = answer
         self._head_request = head_request
+        self._upgrade = upgrade
         transport = self.transport
         assert transport is not None
         if body is None or isinstance(body, bytes):
@@ -281,8 +310,16 @@ class UpstreamConnection(protocol.Protocol):
         parser = self._parser
         code = parser.get_status_code()
         if code == 101:
-            # An upgrade the gateway never asked for and does not forward.
-            raise UpstreamParseError("unasked-for upgrade")
+            if not self._upgrade:
+                # An upgrade the gateway never asked for and does not forward.
+                raise UpstreamParseError("unasked-for upgrade")
+            # The exchange is over with this head: what follows is the
+            # tunnel's.
+            self._switched = True
+            self._keep_alive = False
+            self._response = UpstreamResponse(self, code, self._status_phrase, self._fields, None)
+            self._response_complete = True
+            return
         if 100 <= code < 200:
             # An interim response (100 Continue, 103 Early Hints): skipped,
             # as twisted's client did; the final response follows.
@@ -326,6 +363,13 @@ class UpstreamConnection(protocol.Protocol):
             self.transport.bufferSize = TRANSPORT_BUFFER_BYTES
 
     def dataReceived(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.upstream_data(data)
+            return
+        if self._switched:
+            # Tunnel bytes before the tunnel took over: kept for it.
+            self._after_switch += data
+            return
         if self._answer is None and not self._fired:
             # Bytes nobody asked for: the connection cannot be trusted.
             log.info("upstream sent bytes on an idle connection; closing it")
@@ -335,8 +379,12 @@ class UpstreamConnection(protocol.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._broken = Failure(UpstreamParseError("upgrade"))
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._switched:
+                # llhttp stops at the end of the 101's head.
+                self._after_switch = data[upgrade.args[0]:]
+            else:
+                self._broken = Failure(UpstreamParseError("upgrade"))
         except (httptools.HttpParserError, ValueError) as error:
             if self._stray and self._response_complete:
                 # The response itself was whole: deliver it, then close.
@@ -346,7 +394,24 @@ class UpstreamConnection(protocol.Protocol):
                 self._broken = Failure(UpstreamParseError(str(cause)))
         self._dispatch()
 
+    def readConnectionLost(self) -> None:
+        """
+        The upstream shut its writing side (provided once it carries a
+        tunnel: see L{_switch_to}).
+        """
+        if self._tunnel is not None:
+            self._tunnel.upstream_half_closed()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our writing side is shut (a tunnel passing on the client's).
+        """
+
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._tunnel is not None:
+            self.closed = True
+            self._tunnel.upstream_lost(reason)
+            return
         self.closed = True
         self.reusable = False
         waiting, self._waiting_for_close = self._waiting_for_close, []
@@ -442,6 +507,17 @@ class UpstreamConnection(protocol.Protocol):
                 self.transport.resumeProducing()
         else:
             self._close()
+
+    def _switch_to(self, tunnel: Any) -> bytes:
+        assert self._switched and self._tunnel is None
+        self._tunnel = tunnel
+        self._over = True
+        self.reusable = False
+        # The upstream's end of the stream is passed on, not a close.
+        alsoProvides(self, IHalfCloseableProtocol)
+        self.released(self)
+        after, self._after_switch = self._after_switch, b""
+        return after
 
     # -- stopping --------------------------------------------------------
 

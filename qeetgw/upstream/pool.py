@@ -148,12 +148,13 @@ class ConnectionPool:
         return len(self._idle.get(key, ()))
 
     def request(
-        self, key: PoolKey, method: bytes, head: bytes, body: Body = None
+        self, key: PoolKey, method: bytes, head: bytes, body: Body = None, upgrade: bool = False
     ) -> "Deferred[UpstreamResponse]":
         """
-        Send a request whose head is C{head} (see L{UpstreamConnection.send})
-        on a kept connection to C{key}, or a new one.  Cancelling the result
-        cancels the connection attempt or closes the connection.
+        Send a request whose head is C{head} (see L{UpstreamConnection.send},
+        also for C{upgrade}) on a kept connection to C{key}, or a new one.
+        Cancelling the result cancels the connection attempt or closes the
+        connection.
         """
         current: List[Deferred[Any]] = []
         result: Deferred[UpstreamResponse] = Deferred(lambda d: current[-1].cancel() if current else None)
@@ -161,7 +162,7 @@ class ConnectionPool:
         def attempt(reuse: bool) -> None:
             connection = self._take(key) if reuse else None
             if connection is not None:
-                sent = connection.send(head, body, method == b"HEAD")
+                sent = connection.send(head, body, method == b"HEAD", upgrade)
                 current.append(sent)
                 sent.addCallbacks(result.callback, retry_or_fail, errbackArgs=(connection,))
             else:
@@ -170,7 +171,7 @@ class ConnectionPool:
                 connected.addCallbacks(send_on, result.errback)
 
         def send_on(connection: UpstreamConnection) -> None:
-            sent = connection.send(head, body, method == b"HEAD")
+            sent = connection.send(head, body, method == b"HEAD", upgrade)
             current.append(sent)
             sent.chainDeferred(result)
 

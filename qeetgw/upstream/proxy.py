@@ -19,7 +19,7 @@ stay for the health probes and JWKS fetches, where none of that matters.
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Mapping, Optional
+from typing import IO, TYPE_CHECKING, Any, Mapping, Optional, Set
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -57,11 +57,17 @@ from qeetgw.upstream.pool import ConnectionPool
 from qeetgw.upstream.requesthead import Unsendable, request_head, split_url
 from qeetgw.upstream.routes import Route, RouteTable
 from qeetgw.upstream.services import ServiceUpstream
+from qeetgw.upstream.tunnel import Tunnel, TunnelEnded, switching_head
+from qeetgw.websocket import is_websocket_handshake
 
 if TYPE_CHECKING:
     from qeetgw.metrics import Metrics, ServiceMetrics
 
 log = Logger()
+
+#: One event each time a WebSocket tunnel ends (the handshake has its
+#: access event).
+tunnel_log = Logger(namespace="qeetgw.tunnels")
 
 #: Bodies up to this size are handed to the upstream connection in one
 #: write; larger ones (kept in a temporary file by twisted.web) are read in
@@ -202,6 +208,10 @@ class ReverseProxyResource(Resource):
         flight; L{None} counts nothing.
     @param upstreams: each service's instances, retry policy and limits, by
         name; without one a service's single URL is used, untried again.
+    @param tunnel_idle_timeout: seconds without a byte either way after
+        which a WebSocket tunnel is closed; 0 for never.
+    @param max_tunnels: WebSocket tunnels open at most; past it a handshake
+        gets 503.
     """
 
     isLeaf = True
@@ -214,8 +224,14 @@ class ReverseProxyResource(Resource):
         timeout: float,
         metrics: "Optional[Metrics]" = None,
         upstreams: Optional[Mapping[str, ServiceUpstream]] = None,
+        tunnel_idle_timeout: float = 3600.0,
+        max_tunnels: int = 10000,
     ) -> None:
         super().__init__()
+        self._tunnel_idle_timeout = tunnel_idle_timeout
+        self._max_tunnels = max_tunnels
+        #: WebSocket tunnels open now.
+        self.tunnels: Set[Tunnel] = set()
         self._metrics = metrics
         self._upstreams = upstreams
         self._routes = routes
@@ -250,6 +266,13 @@ class ReverseProxyResource(Resource):
         comes back; see L{_Exchange}.
         """
         upstream = self._upstreams.get(route.service.name) if self._upstreams else None
+        if len(self.tunnels) >= self._max_tunnels and is_websocket_handshake(request):
+            request.setHeader(b"retry-after", b"1")
+            write_error(
+                request,
+                GatewayError("SERVICE_UNAVAILABLE", "Too many WebSocket connections", status=503),
+            )
+            return
         if upstream is not None and upstream.at_capacity():
             # The circuit breaker: answer now rather than queue without bound.
             request.setHeader(b"retry-after", b"1")
@@ -355,6 +378,12 @@ class _Exchange:
             peer_trusted=peer_is_trusted(request),
             trace=trace_of(request),
         ))
+        #: A WebSocket handshake: forwarded with its Upgrade (hop-by-hop for
+        #: any other request), never tried again once sent, and a 101
+        #: answer makes a tunnel.
+        self.upgrade = is_websocket_handshake(request)
+        if self.upgrade:
+            self.header_lines += b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
         length = _content_length(request.content)
         self.length: Optional[int] = length or None
         self.body_kept = upstream is not None and body_is_kept(length, upstream.retry_buffer_bytes)
@@ -407,7 +436,7 @@ class _Exchange:
             write_error(request, GatewayError("BAD_REQUEST", "Request cannot be forwarded"))
             return
         answered = self.proxy._connections.request(
-            key, request.method, head, request_body(request.content)
+            key, request.method, head, request_body(request.content), self.upgrade
         )
         answered.addTimeout(timeout, self.proxy._clock, onTimeoutCancel=_timed_out)
         self.pending = answered
@@ -419,6 +448,9 @@ class _Exchange:
 
     def _answered(self, response: UpstreamResponse, instance: Any, sent_at: float) -> Any:
         self.pending = None
+        if response.code == 101 and self.upgrade:
+            self._switch(response, instance, sent_at)
+            return None
         outcome = outcome_of_status(response.code)
         if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
             self._finished(instance, outcome)
@@ -468,6 +500,58 @@ class _Exchange:
             finished.addCallback(body_done)
         return finished
 
+    def _switch(self, response: UpstreamResponse, instance: Any, sent_at: float) -> None:
+        """
+        The upstream switched protocols: relay the 101, then bytes both ways
+        in a L{Tunnel} until either side closes.
+        """
+        request = self.request
+        if self.metrics is not None:
+            self.metrics.time_to_first_byte.observe(self.proxy._clock.seconds() - sent_at)
+        if instance is not None:
+            self._finished(instance, Outcome.SUCCESS)
+        self._release_retry()
+        if state_of(request).disconnected:
+            # The client left while the upstream answered.
+            response.abandon()
+            return
+        note_upstream(request, self.route.service.name, 101)
+        channel = request.channel
+        cid = correlation_id(request)
+        client = channel.switch_protocols(switching_head(response.headers, cid.encode("ascii")))
+        # The handshake's access event, now: the tunnel has one of its own
+        # when it ends.
+        request.setResponseCode(101)
+        channel.site.log(request)
+        tunnels = self.proxy.tunnels
+        tunnel = Tunnel(
+            client,
+            response.transport,
+            self.proxy._clock,
+            self.proxy._tunnel_idle_timeout,
+            lambda ended: self._tunnel_ended(tunnel, ended, instance),
+        )
+        tunnels.add(tunnel)
+        after = response.switch_to(tunnel)
+        channel.attach_tunnel(tunnel)
+        if after:
+            tunnel.upstream_data(after)
+
+    def _tunnel_ended(self, tunnel: Tunnel, ended: TunnelEnded, instance: Any) -> None:
+        self.proxy.tunnels.discard(tunnel)
+        tunnel_log.info(
+            "websocket tunnel of {service} closed by {closed_by}: {to_upstream} bytes up, "
+            "{to_client} down in {seconds}s",
+            correlation_id=correlation_id(self.request),
+            service=self.route.service.name,
+            instance=instance.url if instance is not None else None,
+            closed_by=ended.closed_by,
+            to_upstream=ended.to_upstream,
+            to_client=ended.to_client,
+            seconds=round(ended.seconds, 3),
+            clean=ended.clean,
+        )
+
     def _try_failed(self, reason: Failure, instance: Any) -> None:
         self.pending = None
         self._release_retry()
@@ -513,6 +597,8 @@ class _Exchange:
             # A retry whose try is ending now makes room for the next one.
             and upstream.budget.can_retry(ending=int(self.holds_retry))
             and is_retryable(self.request.method, self.body_kept, outcome, bytes_sent)
+            # A handshake once sent may have reached the service.
+            and not (self.upgrade and bytes_sent)
         )
 
     def _retry(self) -> None:

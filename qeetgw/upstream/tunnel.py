@@ -1,0 +1,251 @@
+"""
+A tunnel: once an upstream has switched protocols (101) for a WebSocket
+handshake, the bytes of the client's connection and of the upstream's are
+relayed both ways, untouched; the gateway reads no frame.
+
+- Backpressure both ways: each connection is the producer of the other's
+  transport, so a side that reads slowly stops the gateway reading from
+  the other side (memory stays bounded whatever is sent).
+- A side that half-closes (TCP FIN) has the other side's writing shut; a
+  side that closes has the other closed once what was written is sent; a
+  side that is lost (reset, aborted) has the other aborted.
+- No byte either way for the idle timeout closes both.
+- When both are closed, C{ended} is told once: who closed, the bytes each
+  way, how long it lasted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Tuple
+
+import attrs
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.python.failure import Failure
+
+from qeetgw.upstream.forwarding import client_response_fields
+
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\n"
+
+
+def switching_head(upstream_fields: Iterable[Tuple[bytes, bytes]], correlation_id: bytes) -> bytes:
+    """
+    The 101 head the client gets: the upstream's fields as for any response
+    (without hop-by-hop fields, those naming server software, the CORS
+    fields), then C{Connection: Upgrade}, C{Upgrade: websocket} and the
+    correlation id.
+    """
+    lines = [_SWITCHING]
+    for lowered, (name, values) in client_response_fields(list(upstream_fields)).items():
+        if lowered in (b"content-length", b"x-correlation-id"):
+            continue
+        lines.extend(name + b": " + value + b"\r\n" for value in values)
+    lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    lines.append(b"X-Correlation-ID: " + correlation_id + b"\r\n\r\n")
+    return b"".join(lines)
+
+
+@attrs.frozen
+class TunnelEnded:
+    """
+    How a tunnel ended.
+
+    @ivar closed_by: C{"client"}, C{"upstream"}, C{"idle"} or C{"gateway"}.
+    @ivar to_upstream: bytes relayed from the client to the upstream.
+    @ivar to_client: bytes relayed from the upstream to the client.
+    @ivar seconds: how long the tunnel was open.
+    @ivar clean: whether both sides closed cleanly (no reset or abort).
+    """
+
+    closed_by: str
+    to_upstream: int
+    to_client: int
+    seconds: float
+    clean: bool
+
+
+class Tunnel:
+    """
+    Relays bytes between C{client} and C{upstream}, two connected
+    transports, neither with a producer registered.  The protocols of the
+    two connections call the C{client_*} and C{upstream_*} methods.
+
+    @param idle_timeout: seconds without a byte either way before both
+        sides are closed; 0 for none.
+    @param ended: told once, when both connections are closed.
+    """
+
+    def __init__(
+        self,
+        client: ITransport,
+        upstream: ITransport,
+        clock: IReactorTime,
+        idle_timeout: float,
+        ended: Callable[[TunnelEnded], Any],
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._ended = ended
+        self._started = clock.seconds()
+        self.to_upstream = 0
+        self.to_client = 0
+        self.closed_by: Optional[str] = None
+        self._client_open = True
+        self._upstream_open = True
+        # Whether each side has sent its last byte (half-closed).
+        self._client_done = False
+        self._upstream_done = False
+        self._clean = True
+        self._idle: Optional[IDelayedCall] = None
+        self._last_byte = self._started
+        # A slow reader on one side stops the gateway reading the other.
+        client.registerProducer(upstream, True)
+        upstream.registerProducer(client, True)
+        self._arm(idle_timeout)
+
+    # -- bytes ---------------------------------------------------------
+
+    def client_data(self, data: bytes) -> None:
+        """
+        The client sent C{data}: to the upstream.
+        """
+        self.to_upstream += len(data)
+        self._touched()
+        if self._upstream_open:
+            self.upstream.write(data)
+
+    def upstream_data(self, data: bytes) -> None:
+        """
+        The upstream sent C{data}: to the client.
+        """
+        self.to_client += len(data)
+        self._touched()
+        if self._client_open:
+            self.client.write(data)
+
+    # -- ends ------------------------------------------------------------
+
+    def client_half_closed(self) -> None:
+        """
+        The client will send nothing more (it shut its writing side).
+        """
+        self._first_to_close("client")
+        self._client_done = True
+        if self._upstream_open:
+            _shut_writing(self.upstream)
+        self._maybe_both_done()
+
+    def upstream_half_closed(self) -> None:
+        """
+        The upstream will send nothing more.
+        """
+        self._first_to_close("upstream")
+        self._upstream_done = True
+        if self._client_open:
+            _shut_writing(self.client)
+        self._maybe_both_done()
+
+    def client_lost(self, reason: Failure) -> None:
+        """
+        The client's connection is closed (cleanly or not).
+        """
+        self._client_open = False
+        self._first_to_close("client")
+        self._pass_on(reason, self.upstream, self._upstream_open)
+        self._maybe_ended()
+
+    def upstream_lost(self, reason: Failure) -> None:
+        """
+        The upstream's connection is closed (cleanly or not).
+        """
+        self._upstream_open = False
+        self._first_to_close("upstream")
+        self._pass_on(reason, self.client, self._client_open)
+        self._maybe_ended()
+
+    def close(self, why: str = "gateway") -> None:
+        """
+        Close both sides once what was written is sent (C{why} says who
+        wanted it).
+        """
+        self._first_to_close(why)
+        for transport, open_ in ((self.client, self._client_open), (self.upstream, self._upstream_open)):
+            if open_:
+                _unregister(transport)
+                transport.loseConnection()
+
+    # -- inside ----------------------------------------------------------
+
+    def _maybe_both_done(self) -> None:
+        # Each side has sent its last byte, and each has been told: close.
+        if self._client_done and self._upstream_done:
+            self.close(self.closed_by or "gateway")
+
+    def _first_to_close(self, who: str) -> None:
+        if self.closed_by is None:
+            self.closed_by = who
+
+    def _pass_on(self, reason: Failure, other: ITransport, other_open: bool) -> None:
+        _unregister(self.client)
+        _unregister(self.upstream)
+        if reason.check(ConnectionDone) is None:
+            self._clean = False
+            if other_open:
+                other.abortConnection()  # type: ignore[attr-defined]
+        elif other_open:
+            other.loseConnection()
+
+    def _maybe_ended(self) -> None:
+        if self._client_open or self._upstream_open:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        self._ended(
+            TunnelEnded(
+                self.closed_by or "gateway",
+                self.to_upstream,
+                self.to_client,
+                self._clock.seconds() - self._started,
+                self._clean,
+            )
+        )
+
+    def _arm(self, delay: float) -> None:
+        if self._idle_timeout > 0:
+            self._idle = self._clock.callLater(delay, self._idle_check)
+
+    def _touched(self) -> None:
+        # The timer is not moved on every read (rescheduling a delayed call
+        # per read would cost more than the relay): the time of the last
+        # byte is noted, and the timer, when it fires, waits for the rest.
+        self._last_byte = self._clock.seconds()
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if not (self._client_open or self._upstream_open):
+            return
+        quiet = self._clock.seconds() - self._last_byte
+        if quiet >= self._idle_timeout:
+            self.close("idle")
+        else:
+            self._arm(self._idle_timeout - quiet)
+
+
+def _shut_writing(transport: ITransport) -> None:
+    """
+    Shut C{transport}'s writing side once what was written is sent, or
+    close it when it cannot half-close.
+    """
+    lose_write = getattr(transport, "loseWriteConnection", None)
+    if lose_write is not None:
+        lose_write()
+    else:
+        transport.loseConnection()
+
+
+def _unregister(transport: ITransport) -> None:
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()  # type: ignore[attr-defined]

@@ -1,0 +1,368 @@
+"""
+WebSocket tunnels through the gateway, on loopback: Twisted's own WebSocket
+server (twisted.web.websocket, on wsproto) as the upstream, and Twisted's
+WebSocket client, or raw bytes where a test needs a header or a frame of
+its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from typing import Any, List, Optional, Tuple
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.websocket import (
+    ConnectionRejected,
+    WebSocketClientEndpoint,
+    WebSocketResource,
+    WebSocketTransport,
+)
+
+from tests.e2e.support import (
+    gateway_environment,
+    listen_upstream,
+    start_gateway,
+    wait_for,
+)
+from tests.e2e.test_security import live_token
+from tests.gateway import SECRET
+
+
+class EchoServer:
+    """
+    The upstream's WebSocket protocol: echoes text as C{"echo:" + text} and
+    bytes as they are; the text C{"bye"} makes it close with 1000.
+    """
+
+    def __init__(self, upstream: "Upstream") -> None:
+        self.upstream = upstream
+        self.transport: Optional[WebSocketTransport] = None
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        assert self.transport is not None
+        if message == "bye":
+            self.transport.loseConnection(1000)
+            return
+        self.transport.sendTextMessage("echo:" + message)
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendBytesMessage(bytes(data))
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.upstream.lost.append(reason)
+
+
+class Upstream:
+    """
+    The WebSocket upstream: its handshakes (the request each came with) and
+    the connections it saw end.
+    """
+
+    def __init__(self) -> None:
+        self.handshakes: List[IRequest] = []
+        self.lost: List[Failure] = []
+
+    def buildProtocol(self, request: IRequest) -> EchoServer:
+        self.handshakes.append(request)
+        return EchoServer(self)
+
+
+class Refusing(Resource):
+    """
+    An upstream that refuses every handshake with 403.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: List[IRequest] = []
+
+    def render_GET(self, request: IRequest) -> bytes:
+        self.seen.append(request)
+        request.setResponseCode(403)
+        return b"no"
+
+
+class Client:
+    """
+    The client's WebSocket protocol: keeps what it receives.
+    """
+
+    def __init__(self) -> None:
+        self.transport: Optional[WebSocketTransport] = None
+        self.messages: List[Any] = []
+        self.lost: Deferred[None] = Deferred()
+        self.reason: Optional[Failure] = None
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        self.messages.append(message)
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        self.messages.append(bytes(data))
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class ClientFactory:
+    def __init__(self) -> None:
+        self.client = Client()
+
+    def buildProtocol(self, url: str) -> Client:
+        return self.client
+
+
+def connect(url: str) -> "Deferred[Client]":
+    """
+    Open a WebSocket to C{url} with Twisted's client.
+    """
+    factory = ClientFactory()
+    return ensureDeferred(WebSocketClientEndpoint.new(reactor, url).connect(factory))
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """
+    One final frame of C{opcode}, masked as a client must (RFC 6455 5.3).
+    """
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
+
+
+def handshake(path: bytes, *extra: bytes) -> bytes:
+    key = base64.b64encode(os.urandom(16))
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nHost: gateway.test\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        + b"".join(line + b"\r\n" for line in extra) + b"\r\n"
+    )
+
+
+class RawSocket(Protocol):
+    """
+    Writes bytes, keeps what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost.callback(None)
+
+
+def server_frames(data: bytes) -> List[Tuple[int, bytes]]:
+    """
+    The (opcode, payload) of each short unmasked frame in C{data}.
+    """
+    frames = []
+    while len(data) >= 2:
+        opcode, length = data[0] & 0x0F, data[1] & 0x7F
+        assert length < 126 and not data[1] & 0x80
+        if len(data) < 2 + length:
+            break
+        frames.append((opcode, data[2:2 + length]))
+        data = data[2 + length:]
+    return frames
+
+
+class TunnelTests(TestCase):
+    """
+    A WebSocket through the gateway to a real WebSocket server.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def gateway(self, resource: Optional[Resource] = None, **env: str) -> Any:
+        self.upstream = Upstream()
+        root = Resource()
+        users = Resource()
+        root.putChild(b"users", users)
+        users.putChild(b"ws", resource if resource is not None else WebSocketResource(self.upstream))
+        url = listen_upstream(self, root)
+        self.events: List[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.service, port = yield start_gateway(self, gateway_environment(url, **env))
+        self.port = port
+        return f"ws://127.0.0.1:{port}/api/v1/users/ws"
+
+    def tunnel_events(self) -> List[LogEvent]:
+        return [e for e in self.events if e.get("log_namespace") == "qeetgw.tunnels"]
+
+    @inlineCallbacks
+    def test_text_and_binary_echo(self) -> Any:
+        url = yield self.gateway()
+        client = yield connect(url)
+        client.transport.sendTextMessage("hello")
+        client.transport.sendBytesMessage(b"\x00\x01\xfe\xff")
+        yield wait_for(lambda: len(client.messages) == 2, "two echoes")
+        self.assertEqual(client.messages, ["echo:hello", b"\x00\x01\xfe\xff"])
+        [request] = self.upstream.handshakes
+        # The path rewritten, the identity and correlation fields added.
+        self.assertEqual(request.uri, b"/users/ws")
+        self.assertIsNotNone(request.requestHeaders.getRawHeaders(b"x-correlation-id"))
+        client.transport.loseConnection()
+        yield client.lost
+        yield wait_for(lambda: self.upstream.lost, "the upstream to see the close")
+        [ended] = yield wait_for(self.tunnel_events, "the tunnel event")
+        self.assertEqual(ended["closed_by"], "client")
+        self.assertGreater(ended["to_upstream"], 0)
+        self.assertGreater(ended["to_client"], 0)
+        access = [e for e in self.events if e.get("log_namespace") == "qeetgw.access"]
+        self.assertEqual([e["status"] for e in access], [101])
+
+    @inlineCallbacks
+    def test_upstream_closes(self) -> Any:
+        url = yield self.gateway()
+        client = yield connect(url)
+        client.transport.sendTextMessage("bye")
+        yield client.lost
+        [ended] = yield wait_for(self.tunnel_events, "the tunnel event")
+        self.assertEqual(ended["closed_by"], "upstream")
+
+    @inlineCallbacks
+    def test_refused_handshake_is_relayed(self) -> Any:
+        refusing = Refusing()
+        url = yield self.gateway(refusing)
+        failure = yield self.assertFailure(connect(url), ConnectionRejected)
+        self.assertEqual(failure.args[0].code, 403)
+        self.assertEqual(len(refusing.seen), 1)
+        self.assertEqual(self.tunnel_events(), [])
+
+    @inlineCallbacks
+    def test_no_token_no_handshake(self) -> Any:
+        url = yield self.gateway(REQUIRE_AUTH="true", JWT_SECRET=SECRET)
+        failure = yield self.assertFailure(connect(url), ConnectionRejected)
+        self.assertEqual(failure.args[0].code, 401)
+        self.assertEqual(self.upstream.handshakes, [])
+
+    @inlineCallbacks
+    def test_token_and_first_frame_with_the_handshake(self) -> Any:
+        """
+        A client that sends its first frame in the same write as its
+        handshake (with a bearer token) gets the echo: the bytes after the
+        head go through the tunnel.
+        """
+        yield self.gateway(REQUIRE_AUTH="true", JWT_SECRET=SECRET)
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(
+            handshake(b"/api/v1/users/ws", b"Authorization: Bearer " + live_token().encode("ascii"))
+            + masked_frame(0x1, b"early")
+        )
+        yield wait_for(lambda: b"\r\n\r\n" in raw.received and server_frames(raw.received.split(b"\r\n\r\n", 1)[1]), "the 101 and a frame")
+        head, rest = raw.received.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertIn(b"\r\nUpgrade: websocket", head)
+        self.assertIn(b"\r\nSec-Websocket-Accept: ", head.title())
+        self.assertEqual(server_frames(rest)[0], (0x1, b"echo:early"))
+        [request] = self.upstream.handshakes
+        self.assertIsNotNone(request.requestHeaders.getRawHeaders(b"x-user-id"))
+        raw.transport.loseConnection()
+        yield raw.lost
+
+    @inlineCallbacks
+    def test_idle_timeout(self) -> Any:
+        url = yield self.gateway(WEBSOCKET_IDLE_TIMEOUT_MS="300")
+        client = yield connect(url)
+        yield client.lost
+        [ended] = yield wait_for(self.tunnel_events, "the tunnel event")
+        self.assertEqual(ended["closed_by"], "idle")
+
+    @inlineCallbacks
+    def test_max_tunnels(self) -> Any:
+        url = yield self.gateway(WEBSOCKET_MAX_TUNNELS="1")
+        first = yield connect(url)
+        failure = yield self.assertFailure(connect(url), ConnectionRejected)
+        self.assertEqual(failure.args[0].code, 503)
+        first.transport.loseConnection()
+        yield first.lost
+        yield wait_for(self.tunnel_events, "the first tunnel to end")
+        again = yield connect(url)
+        again.transport.loseConnection()
+        yield again.lost
+
+    @inlineCallbacks
+    def test_drain_waits_for_a_tunnel_through_the_grace(self) -> Any:
+        """
+        On shutdown an open tunnel is a request in flight: it keeps working
+        through the grace, then is closed.
+        """
+        url = yield self.gateway(SHUTDOWN_GRACE_MS="1000")
+        client = yield connect(url)
+        stopped = self.service.stopService()
+        client.transport.sendTextMessage("still there")
+        yield wait_for(lambda: client.messages, "an echo during the drain", within=0.9)
+        self.assertFalse(stopped.called)
+        self.assertEqual(client.messages, ["echo:still there"])
+        yield stopped
+        yield client.lost
+        [ended] = yield wait_for(self.tunnel_events, "the tunnel event")
+        self.assertEqual((ended["closed_by"], ended["clean"]), ("gateway", True))
+
+    @inlineCallbacks
+    def test_other_upgrades_not_forwarded(self) -> Any:
+        """
+        C{Upgrade: h2c} is not WebSocket: the request goes on as plain
+        HTTP/1.1, without the Upgrade field.
+        """
+        seen: List[IRequest] = []
+
+        class Plain(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: IRequest) -> bytes:
+                seen.append(request)
+                return b"plain"
+
+        yield self.gateway(Plain())
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(
+            b"GET /api/v1/users/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        )
+        yield wait_for(lambda: raw.received.endswith(b"plain"), "the plain answer")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 200 "))
+        [request] = seen
+        self.assertIsNone(request.requestHeaders.getRawHeaders(b"upgrade"))
+        self.assertIsNone(request.requestHeaders.getRawHeaders(b"http2-settings"))
+        raw.transport.loseConnection()
+        yield raw.lost

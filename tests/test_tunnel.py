@@ -1,0 +1,147 @@
+"""
+Tests for L{qeetgw.upstream.tunnel}: the relay between a client's connection
+and an upstream's, in memory.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from qeetgw.upstream.tunnel import Tunnel, TunnelEnded, switching_head
+
+
+class HalfCloseable(StringTransport):
+    """
+    A StringTransport that records a shut writing side.
+    """
+
+    write_shut = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_shut = True
+
+
+class TunnelTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.client = HalfCloseable()
+        self.upstream = HalfCloseable()
+        self.ended: List[TunnelEnded] = []
+        self.tunnel = Tunnel(self.client, self.upstream, self.clock, 60.0, self.ended.append)
+
+    def test_bytes_both_ways(self) -> None:
+        self.tunnel.client_data(b"\x81\x85abcd")
+        self.tunnel.upstream_data(b"\x81\x05hello")
+        self.assertEqual(self.upstream.value(), b"\x81\x85abcd")
+        self.assertEqual(self.client.value(), b"\x81\x05hello")
+        self.assertEqual((self.tunnel.to_upstream, self.tunnel.to_client), (6, 7))
+
+    def test_each_side_produces_for_the_other(self) -> None:
+        """
+        A full buffer toward the client pauses reading the upstream, and the
+        other way round.
+        """
+        self.assertIs(self.client.producer, self.upstream)
+        self.assertIs(self.upstream.producer, self.client)
+        self.assertTrue(self.client.streaming and self.upstream.streaming)
+
+    def test_client_closes(self) -> None:
+        self.tunnel.client_data(b"x")
+        self.clock.advance(2.5)
+        self.tunnel.client_lost(Failure(ConnectionDone()))
+        self.assertTrue(self.upstream.disconnecting)
+        self.assertEqual(self.ended, [])
+        self.tunnel.upstream_lost(Failure(ConnectionDone()))
+        self.assertEqual(self.ended, [TunnelEnded("client", 1, 0, 2.5, True)])
+        self.assertIsNone(self.client.producer)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_upstream_closes(self) -> None:
+        self.tunnel.upstream_lost(Failure(ConnectionDone()))
+        self.assertTrue(self.client.disconnecting)
+        self.tunnel.client_lost(Failure(ConnectionDone()))
+        self.assertEqual([e.closed_by for e in self.ended], ["upstream"])
+
+    def test_abort_passed_on_as_abort(self) -> None:
+        self.tunnel.client_lost(Failure(ConnectionLost()))
+        self.assertTrue(self.upstream.disconnected)
+        self.tunnel.upstream_lost(Failure(ConnectionLost()))
+        self.assertFalse(self.ended[0].clean)
+
+    def test_half_close_both_ways(self) -> None:
+        """
+        A half-close is passed on as a half-close; when both sides have
+        sent their last byte, both are closed.
+        """
+        self.tunnel.client_half_closed()
+        self.assertTrue(self.upstream.write_shut)
+        self.assertFalse(self.upstream.disconnecting)
+        self.tunnel.upstream_data(b"last words")
+        self.assertEqual(self.client.value(), b"last words")
+        self.tunnel.upstream_half_closed()
+        self.assertTrue(self.client.write_shut)
+        self.assertTrue(self.client.disconnecting and self.upstream.disconnecting)
+        self.tunnel.client_lost(Failure(ConnectionDone()))
+        self.tunnel.upstream_lost(Failure(ConnectionDone()))
+        self.assertEqual([e.closed_by for e in self.ended], ["client"])
+
+    def test_idle_timeout(self) -> None:
+        """
+        No byte either way for the idle timeout closes both sides, however
+        the bytes before were spaced.
+        """
+        self.clock.advance(50)
+        self.tunnel.upstream_data(b"ping")
+        self.clock.advance(59)
+        self.assertFalse(self.client.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.client.disconnecting and self.upstream.disconnecting)
+        self.tunnel.client_lost(Failure(ConnectionDone()))
+        self.tunnel.upstream_lost(Failure(ConnectionDone()))
+        self.assertEqual([(e.closed_by, e.seconds) for e in self.ended], [("idle", 110.0)])
+
+    def test_no_idle_timeout(self) -> None:
+        clock = Clock()
+        client, upstream = StringTransport(), StringTransport()
+        Tunnel(client, upstream, clock, 0, self.ended.append)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10 ** 6)
+        self.assertFalse(client.disconnecting or upstream.disconnecting)
+
+    def test_close(self) -> None:
+        self.tunnel.close()
+        self.assertTrue(self.client.disconnecting and self.upstream.disconnecting)
+        self.assertIsNone(self.client.producer)
+
+    def test_bytes_after_a_side_closed_are_dropped(self) -> None:
+        self.tunnel.upstream_lost(Failure(ConnectionDone()))
+        self.upstream.clear()
+        self.tunnel.client_data(b"late")
+        self.assertEqual(self.upstream.value(), b"")
+
+
+class SwitchingHeadTests(SynchronousTestCase):
+    def test_head(self) -> None:
+        head = switching_head(
+            [
+                (b"Upgrade", b"websocket"),
+                (b"Connection", b"Upgrade"),
+                (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                (b"Server", b"TwistedWeb/26.10.0"),
+                (b"X-Correlation-ID", b"upstream-id"),
+            ],
+            b"req-1",
+        )
+        self.assertEqual(
+            head,
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"X-Correlation-ID: req-1\r\n\r\n",
+        )
