@@ -20,7 +20,9 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from qeetgw.errors import GatewayError, render_error
 from qeetgw.fields import KnownNames
+from qeetgw.websocket import is_websocket_handshake
 from qeetgw.wrapping import Wrapper
 
 #: Response headers a browser app may read: the correlation id and the
@@ -143,6 +145,11 @@ class CORS(Wrapper):
         """
         origin_values = request.requestHeaders.getRawHeaders(b"origin")
         origin = origin_values[0] if origin_values else None
+        if origin is not None and not self.policy.allows(origin) and is_websocket_handshake(request):
+            # A browser applies no CORS to a WebSocket: any page may open
+            # one, with its users' cookies.  The gateway refuses the
+            # handshake of an origin CORS_ORIGINS does not allow.
+            return render_error(request, GatewayError("FORBIDDEN", "Origin not allowed", status=403))
         preflight = is_preflight(request)
         requested = request.requestHeaders.getRawHeaders(b"access-control-request-headers")
         outgoing = request.responseHeaders

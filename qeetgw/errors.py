@@ -28,6 +28,7 @@ _CONTENT_LENGTH = stored_name(b"content-length")
 STATUS_FOR_CODE: Mapping[str, int] = {
     "BAD_REQUEST": 400,
     "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "REQUEST_TIMEOUT": 408,

@@ -2,6 +2,9 @@
 Tests for L{qeetgw.cors}: the cors package's answers, allow-list edition.
 """
 
+import json
+
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
@@ -120,3 +123,39 @@ class CORSResourceTests(SynchronousTestCase):
         request = dummy(b"POST", {b"origin": b"https://evil.example"})
         self.assertEqual(self.cors.render(request), b"through")
         self.assertIsNone(request.responseHeaders.getRawHeaders(b"access-control-allow-origin"))
+
+
+class WebSocketOriginTests(SynchronousTestCase):
+    """
+    A WebSocket handshake from an origin CORS_ORIGINS does not allow is
+    refused with 403: browsers apply no CORS to WebSockets.
+    """
+
+    HANDSHAKE = {b"connection": b"Upgrade", b"upgrade": b"websocket"}
+
+    def setUp(self) -> None:
+        self.downstream = Downstream()
+        self.cors = CORS(self.downstream, POLICY)
+
+    def test_refused_origin(self) -> None:
+        request = dummy(b"GET", {b"origin": b"https://evil.example", **self.HANDSHAKE})
+        body = json.loads(self.cors.render(request))
+        self.assertEqual(request.responseCode, 403)
+        self.assertEqual(body["error"]["code"], "FORBIDDEN")
+        self.assertEqual(body["error"]["message"], "Origin not allowed")
+        self.assertEqual(self.downstream.rendered, 0)
+
+    def test_allowed_origin(self) -> None:
+        request = dummy(b"GET", {b"origin": b"https://shop.example", **self.HANDSHAKE})
+        self.assertEqual(self.cors.render(request), b"through")
+
+    def test_no_origin(self) -> None:
+        """
+        Not a browser: nothing to check.
+        """
+        self.assertEqual(self.cors.render(dummy(b"GET", dict(self.HANDSHAKE))), b"through")
+
+    def test_any_origin(self) -> None:
+        cors = CORS(self.downstream, attrs.evolve(POLICY, origins=("*",)))
+        request = dummy(b"GET", {b"origin": b"https://anyone.example", **self.HANDSHAKE})
+        self.assertEqual(cors.render(request), b"through")

@@ -299,6 +299,21 @@ class TunnelTests(TestCase):
         yield raw.lost
 
     @inlineCallbacks
+    def test_refused_origin(self) -> Any:
+        yield self.gateway(CORS_ORIGINS="https://shop.example")
+        for origin, status in [(b"https://evil.example", b"403"), (b"https://shop.example", b"101")]:
+            raw = RawSocket()
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+            raw.transport.write(handshake(b"/api/v1/users/ws", b"Origin: " + origin))
+            yield wait_for(lambda: b"\r\n\r\n" in raw.received, "an answer")
+            self.assertTrue(raw.received.startswith(b"HTTP/1.1 " + status + b" "), raw.received[:60])
+            raw.transport.loseConnection()
+            yield raw.lost
+        # Only the allowed origin's handshake reached the upstream.
+        [request] = self.upstream.handshakes
+        self.assertEqual(request.requestHeaders.getRawHeaders(b"origin"), [b"https://shop.example"])
+
+    @inlineCallbacks
     def test_idle_timeout(self) -> Any:
         url = yield self.gateway(WEBSOCKET_IDLE_TIMEOUT_MS="300")
         client = yield connect(url)
