@@ -58,6 +58,8 @@ class RequestState:
     @ivar upstream_status: the status the upstream answered with.
     @ivar tries: how many tries forwarding took.
     @ivar instance: the instance that answered (its base URL).
+    @ivar query_token: the bearer token a WebSocket handshake carried in
+        its query string (JWT_QUERY_PARAM), taken out of its target.
     @ivar logged: the access event was emitted (it is emitted once).
     @ivar counted: the request was counted in the metrics (once).
     """
@@ -76,6 +78,7 @@ class RequestState:
     upstream_status: Optional[int] = None
     tries: Optional[int] = None
     instance: Optional[str] = None
+    query_token: Optional[str] = None
     logged: bool = False
     counted: bool = False
 

@@ -87,6 +87,7 @@ from qeetgw.twistedcompat import (
     add_received_fields,
 )
 from qeetgw.upstream.routes import RouteTable
+from qeetgw.websocket import take_query_token
 
 log = Logger()
 
@@ -875,6 +876,7 @@ class GatewaySite(Site):
         readiness: Optional[Readiness] = None,
         limits: Optional[ClientLimits] = None,
         routes: Optional[RouteTable] = None,
+        jwt_query_param: Optional[bytes] = None,
     ) -> None:
         # Bodies are forwarded as bytes, never parsed into args: that parse
         # costs time and would answer a malformed multipart body with 400
@@ -904,6 +906,9 @@ class GatewaySite(Site):
         #: request is dispatched (L{getResourceFor}); L{None} leaves it to
         #: the proxy.
         self.routes = routes
+        #: JWT_QUERY_PARAM: the query parameter a WebSocket handshake may
+        #: carry its token in (L{qeetgw.websocket.take_query_token}).
+        self.jwt_query_param = jwt_query_param
 
     @property
     def limits(self) -> ClientLimits:
@@ -950,6 +955,8 @@ class GatewaySite(Site):
         finds it, once the request's route is resolved
         (L{qeetgw.requeststate.resolve_route}).
         """
+        if self.jwt_query_param is not None:
+            take_query_token(request, self.jwt_query_param)
         if self.routes is not None:
             resolve_route(request, self.routes)
         resource: IResource = super().getResourceFor(request)

@@ -349,6 +349,7 @@ def build_site(
         readiness=readiness,
         limits=ClientLimits.from_config(config),
         routes=routes,
+        jwt_query_param=config.jwt_query_param.encode("utf-8") if config.jwt_query_param else None,
     )
     site = (
         GatewaySite(tree, **site_options)

@@ -9,10 +9,15 @@ upstream answers 101 relays bytes both ways without reading a frame
 
 from __future__ import annotations
 
-from typing import FrozenSet
+from typing import FrozenSet, List, Optional, Tuple
+from urllib.parse import unquote_to_bytes
 
+import attrs
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
+
+from qeetgw.paths import BadTarget
+from qeetgw.requeststate import state_of, target_of
 
 
 def header_tokens(headers: Headers, name: bytes) -> FrozenSet[bytes]:
@@ -46,3 +51,51 @@ def is_websocket_handshake(request: IRequest) -> bool:
     if b"upgrade" not in header_tokens(headers, b"connection"):
         return False
     return b"websocket" in header_tokens(headers, b"upgrade")
+
+
+def without_parameter(query: Optional[bytes], name: bytes) -> Tuple[Optional[bytes], Optional[bytes]]:
+    """
+    C{query} (a raw query string) without its parameters named C{name}
+    (compared after percent-decoding), and the first one's value,
+    percent-decoded; the other parameters are kept byte for byte, in order.
+    A query left empty is L{None} (no C{?} at all).
+    """
+    if query is None:
+        return None, None
+    kept: List[bytes] = []
+    value: Optional[bytes] = None
+    for part in query.split(b"&"):
+        key, _, raw = part.partition(b"=")
+        if unquote_to_bytes(key) == name:
+            if value is None:
+                value = unquote_to_bytes(raw)
+            continue
+        kept.append(part)
+    if value is None:
+        return query, None
+    return (b"&".join(kept) if kept else None), value
+
+
+def take_query_token(request: IRequest, name: bytes) -> None:
+    """
+    For a WebSocket handshake, take the parameter C{name} (JWT_QUERY_PARAM)
+    out of C{request}'s target, so it is never forwarded, and keep its
+    value as the request's bearer token when it has no Authorization: a
+    browser cannot set a header on a WebSocket.  Other requests are left as
+    they are (a token in a URL ends up in histories and logs).
+    """
+    if not is_websocket_handshake(request):
+        return
+    try:
+        target = target_of(request)
+    except BadTarget:
+        return  # refused where the target is read
+    query, value = without_parameter(target.query, name)
+    if value is None:
+        return
+    state = state_of(request)
+    state.target = attrs.evolve(target, query=query)
+    try:
+        state.query_token = value.decode("ascii") or None
+    except UnicodeDecodeError:
+        state.query_token = None

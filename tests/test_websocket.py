@@ -7,7 +7,9 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from qeetgw.websocket import header_tokens, is_websocket_handshake
+from qeetgw.auth import bearer_token
+from qeetgw.requeststate import state_of, target_of
+from qeetgw.websocket import header_tokens, is_websocket_handshake, take_query_token, without_parameter
 
 
 def request(method: bytes = b"GET", **fields: bytes) -> DummyRequest:
@@ -47,3 +49,46 @@ class HandshakeTests(SynchronousTestCase):
         made = request(connection=b" a , B,,c")
         made.requestHeaders.addRawHeader(b"connection", b"D")
         self.assertEqual(header_tokens(made.requestHeaders, b"connection"), {b"a", b"b", b"c", b"d"})
+
+
+class QueryTokenTests(SynchronousTestCase):
+    """
+    L{without_parameter} and L{take_query_token}: JWT_QUERY_PARAM.
+    """
+
+    def test_without_parameter(self) -> None:
+        for query, expected in [
+            (None, (None, None)),
+            (b"", (b"", None)),
+            (b"room=1", (b"room=1", None)),
+            (b"access_token=abc", (None, b"abc")),
+            (b"room=1&access_token=abc&x=%41", (b"room=1&x=%41", b"abc")),
+            (b"access%5Ftoken=a%2Eb&access_token=second", (None, b"a.b")),
+            (b"access_token", (None, b"")),
+            (b"access_tokens=no", (b"access_tokens=no", None)),
+        ]:
+            self.assertEqual(without_parameter(query, b"access_token"), expected, query)
+
+    def test_handshake_token_taken(self) -> None:
+        made = request(connection=b"Upgrade", upgrade=b"websocket")
+        made.uri = b"/api/v1/users/ws?room=1&access_token=eyJ.x.y"
+        take_query_token(made, b"access_token")
+        self.assertEqual(state_of(made).query_token, "eyJ.x.y")
+        self.assertEqual(target_of(made).query, b"room=1")
+        self.assertEqual(bearer_token(made), "eyJ.x.y")
+
+    def test_authorization_wins(self) -> None:
+        made = request(connection=b"Upgrade", upgrade=b"websocket", authorization=b"Bearer from-header")
+        made.uri = b"/ws?access_token=from-query"
+        take_query_token(made, b"access_token")
+        self.assertEqual(bearer_token(made), "from-header")
+        # Taken out of the target all the same: never forwarded.
+        self.assertIsNone(target_of(made).query)
+
+    def test_plain_requests_untouched(self) -> None:
+        made = request()
+        made.uri = b"/api/v1/users/1?access_token=abc"
+        take_query_token(made, b"access_token")
+        self.assertIsNone(state_of(made).query_token)
+        self.assertEqual(target_of(made).query, b"access_token=abc")
+        self.assertIsNone(bearer_token(made))

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Optional
 from twisted.web.iweb import IRequest
 from zope.interface import Interface
 
+from qeetgw.requeststate import state_of
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -48,7 +50,9 @@ def bearer_token(request: IRequest) -> Optional[str]:
     """
     values = request.requestHeaders.getRawHeaders(b"authorization")
     if not values:
-        return None
+        # A WebSocket handshake's token may come in its query string
+        # (JWT_QUERY_PARAM; see qeetgw.websocket.take_query_token).
+        return state_of(request).query_token
     value = values[0].strip()
     if value[: len(_BEARER)].lower() != _BEARER:
         return None

@@ -119,6 +119,11 @@ class Config:
         "JWT_AUDIENCE", None, optional_text,
         "When set, the aud claim must contain it",
     )
+    jwt_query_param: Optional[str] = setting(
+        "JWT_QUERY_PARAM", None, optional_text,
+        "When set, a WebSocket handshake may carry its token in this query parameter "
+        "(taken out of the target before forwarding, never logged)",
+    )
     #: JWT_ALGORITHMS: the token algorithms accepted, canonical spelling;
     #: never C{none}.
     jwt_algorithms: Tuple[str, ...] = setting(

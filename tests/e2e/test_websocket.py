@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.iweb import IRequest
@@ -295,6 +295,43 @@ class TunnelTests(TestCase):
         self.assertEqual(server_frames(rest)[0], (0x1, b"echo:early"))
         [request] = self.upstream.handshakes
         self.assertIsNotNone(request.requestHeaders.getRawHeaders(b"x-user-id"))
+        raw.transport.loseConnection()
+        yield raw.lost
+
+    @inlineCallbacks
+    def test_token_in_the_query(self) -> Any:
+        """
+        With JWT_QUERY_PARAM, a browser's handshake carries its token in the
+        query string: accepted, taken out of the target the upstream gets,
+        and in no log event.
+        """
+        yield self.gateway(REQUIRE_AUTH="true", JWT_SECRET=SECRET, JWT_QUERY_PARAM="access_token")
+        secret_token = live_token()
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws?room=7&access_token=" + secret_token.encode("ascii")))
+        yield wait_for(lambda: b"\r\n\r\n" in raw.received, "an answer")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 "), raw.received[:60])
+        [request] = self.upstream.handshakes
+        self.assertEqual(request.uri, b"/users/ws?room=7")
+        self.assertIsNone(request.requestHeaders.getRawHeaders(b"authorization"))
+        self.assertIsNotNone(request.requestHeaders.getRawHeaders(b"x-user-id"))
+        raw.transport.loseConnection()
+        yield raw.lost
+        yield wait_for(self.tunnel_events, "the tunnel event")
+        logged = [str(event) + formatEvent(event) for event in self.events]
+        self.assertTrue(logged)
+        self.assertEqual([text for text in logged if secret_token in text], [])
+
+    @inlineCallbacks
+    def test_query_token_off_by_default(self) -> Any:
+        yield self.gateway(REQUIRE_AUTH="true", JWT_SECRET=SECRET)
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws?access_token=" + live_token().encode("ascii")))
+        yield wait_for(lambda: b"\r\n\r\n" in raw.received, "an answer")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 401 "), raw.received[:60])
+        self.assertEqual(self.upstream.handshakes, [])
         raw.transport.loseConnection()
         yield raw.lost
 
