@@ -831,11 +831,11 @@ class GatewayChannel(HookedHTTPChannel):
     def close_for_shutdown(self) -> None:
         """
         The drain's grace ran out with this connection busy: a tunnel is
-        closed on both sides (what was relayed is still sent), anything else
-        is aborted.
+        closed on both sides with a close frame 1001 each (what was relayed
+        is still sent), anything else is aborted.
         """
         if self._tunnel is not None:
-            self._tunnel.close("gateway")
+            self._tunnel.going_away()
         else:
             self.transport.abortConnection()
 

@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from qeetgw.upstream.tunnel import Tunnel, TunnelEnded, switching_head
+from qeetgw.upstream.tunnel import FrameBoundaries, Tunnel, TunnelEnded, close_frame, switching_head
 
 
 class HalfCloseable(StringTransport):
@@ -145,3 +145,80 @@ class SwitchingHeadTests(SynchronousTestCase):
             b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
             b"X-Correlation-ID: req-1\r\n\r\n",
         )
+
+
+def frame(payload_length: int, masked: bool = False, opcode: int = 0x2) -> bytes:
+    """
+    A frame of C{payload_length} bytes, with the length encoding RFC 6455
+    5.2 gives it.
+    """
+    mask_bit = 0x80 if masked else 0
+    if payload_length < 126:
+        header = bytes((0x80 | opcode, mask_bit | payload_length))
+    elif payload_length < 65536:
+        header = bytes((0x80 | opcode, mask_bit | 126)) + payload_length.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, mask_bit | 127)) + payload_length.to_bytes(8, "big")
+    return header + (b"MASK" if masked else b"") + b"p" * payload_length
+
+
+class FrameBoundariesTests(SynchronousTestCase):
+    def test_lengths_and_masks(self) -> None:
+        for length in (0, 1, 125, 126, 65535, 65536, 200000):
+            for masked in (False, True):
+                stream = frame(length, masked)
+                boundaries = FrameBoundaries()
+                boundaries.feed(stream[:-1])
+                self.assertFalse(boundaries.between_frames, (length, masked))
+                boundaries.feed(stream[-1:])
+                self.assertTrue(boundaries.between_frames, (length, masked))
+
+    def test_every_split(self) -> None:
+        stream = frame(3) + frame(130, True) + frame(0) + frame(70000)
+        ends = {len(frame(3)), len(frame(3) + frame(130, True)), len(frame(3) + frame(130, True) + frame(0)), len(stream)}
+        for split in range(0, len(stream) + 1, 97):
+            boundaries = FrameBoundaries()
+            boundaries.feed(stream[:split])
+            self.assertEqual(boundaries.between_frames, split in ends or split == 0, split)
+            boundaries.feed(stream[split:])
+            self.assertTrue(boundaries.between_frames)
+
+    def test_byte_at_a_time(self) -> None:
+        stream = frame(5, True) + frame(126)
+        boundaries = FrameBoundaries()
+        seen = []
+        for index in range(len(stream)):
+            boundaries.feed(stream[index:index + 1])
+            seen.append(boundaries.between_frames)
+        self.assertEqual([index + 1 for index, between in enumerate(seen) if between], [len(frame(5, True)), len(stream)])
+
+
+class GoingAwayTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.client, self.upstream = HalfCloseable(), HalfCloseable()
+        self.tunnel = Tunnel(self.client, self.upstream, Clock(), 0, lambda ended: None)
+
+    def test_close_frames(self) -> None:
+        self.tunnel.client_data(frame(4, True))
+        self.tunnel.upstream_data(frame(4))
+        self.client.clear()
+        self.upstream.clear()
+        self.tunnel.going_away()
+        self.assertEqual(self.client.value(), b"\x88\x02\x03\xe9")
+        sent = self.upstream.value()
+        self.assertEqual(sent[:2], b"\x88\x82")
+        mask = sent[2:6]
+        self.assertEqual(bytes(b ^ mask[i % 4] for i, b in enumerate(sent[6:])), b"\x03\xe9")
+        self.assertTrue(self.client.disconnecting and self.upstream.disconnecting)
+        self.assertEqual(self.client.producerState, "paused")
+
+    def test_no_frame_into_a_frame(self) -> None:
+        self.tunnel.upstream_data(frame(100)[:50])
+        self.client.clear()
+        self.tunnel.going_away()
+        self.assertEqual(self.client.value(), b"")
+        self.assertTrue(self.client.disconnecting)
+
+    def test_close_frame(self) -> None:
+        self.assertEqual(close_frame(1001), b"\x88\x02\x03\xe9")
+        self.assertEqual(close_frame(1000, b"\x00\x00\x00\x00"), b"\x88\x82\x00\x00\x00\x00\x03\xe8")

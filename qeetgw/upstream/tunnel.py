@@ -12,10 +12,15 @@ relayed both ways, untouched; the gateway reads no frame.
 - No byte either way for the idle timeout closes both.
 - When both are closed, C{ended} is told once: who closed, the bytes each
   way, how long it lasted.
+- At shutdown (L{Tunnel.going_away}) each side gets a close frame 1001,
+  put between two frames: the frames' headers are followed for their
+  lengths (L{FrameBoundaries}), and no payload is read.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from typing import Any, Callable, Iterable, Optional, Tuple
 
 import attrs
@@ -43,6 +48,84 @@ def switching_head(upstream_fields: Iterable[Tuple[bytes, bytes]], correlation_i
     lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     lines.append(b"X-Correlation-ID: " + correlation_id + b"\r\n\r\n")
     return b"".join(lines)
+
+
+#: RFC 6455 7.4.1: the endpoint is going away (a server going down).
+GOING_AWAY = 1001
+
+
+def close_frame(code: int, mask: Optional[bytes] = None) -> bytes:
+    """
+    A WebSocket close frame with status C{code} (RFC 6455 5.5.1), masked
+    with the 4-byte C{mask} when given, as a frame toward a server must be
+    (5.3), unmasked otherwise, as toward a client (5.1).
+    """
+    payload = struct.pack("!H", code)
+    if mask is None:
+        return bytes((0x88, len(payload))) + payload
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return bytes((0x88, 0x80 | len(payload))) + mask + masked
+
+
+class FrameBoundaries:
+    """
+    Where the frames of one direction of a WebSocket begin and end: only
+    each frame's header is read, for its length (RFC 6455 5.2), so that a
+    frame of the gateway's own (a close at shutdown) goes between two
+    frames, never into one.  The payloads are skipped, never read.
+    """
+
+    __slots__ = ("_header", "_left")
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._left = 0
+
+    @property
+    def between_frames(self) -> bool:
+        """
+        Whether the bytes so far end with a whole frame.
+        """
+        return self._left == 0 and not self._header
+
+    def feed(self, data: bytes) -> None:
+        """
+        Follow C{data}, the next bytes of the stream.
+        """
+        at, end = 0, len(data)
+        while at < end:
+            if self._left:
+                skipped = min(self._left, end - at)
+                self._left -= skipped
+                at += skipped
+                continue
+            header = self._header
+            needed = _header_length(header)
+            taken = min(needed - len(header), end - at)
+            header += data[at:at + taken]
+            at += taken
+            if len(header) == _header_length(header):
+                self._left = _payload_length(header)
+                header.clear()
+
+
+def _header_length(header: bytearray) -> int:
+    # Two bytes, then the extended length (0, 2 or 8 bytes) and the mask
+    # (0 or 4), which the second byte says.
+    if len(header) < 2:
+        return 2
+    short = header[1] & 0x7F
+    extended = 2 if short == 126 else 8 if short == 127 else 0
+    return 2 + extended + (4 if header[1] & 0x80 else 0)
+
+
+def _payload_length(header: bytearray) -> int:
+    short = header[1] & 0x7F
+    if short == 126:
+        return int(struct.unpack("!H", header[2:4])[0])
+    if short == 127:
+        return int(struct.unpack("!Q", header[2:10])[0])
+    return short
 
 
 @attrs.frozen
@@ -100,6 +183,9 @@ class Tunnel:
         self._clean = True
         self._idle: Optional[IDelayedCall] = None
         self._last_byte = self._started
+        # Frame boundaries each way, for a close frame of our own.
+        self._toward_upstream = FrameBoundaries()
+        self._toward_client = FrameBoundaries()
         # A slow reader on one side stops the gateway reading the other.
         client.registerProducer(upstream, True)
         upstream.registerProducer(client, True)
@@ -113,6 +199,7 @@ class Tunnel:
         """
         self.to_upstream += len(data)
         self._touched()
+        self._toward_upstream.feed(data)
         if self._upstream_open:
             self.upstream.write(data)
 
@@ -122,6 +209,7 @@ class Tunnel:
         """
         self.to_client += len(data)
         self._touched()
+        self._toward_client.feed(data)
         if self._client_open:
             self.client.write(data)
 
@@ -175,6 +263,21 @@ class Tunnel:
             if open_:
                 _unregister(transport)
                 transport.loseConnection()
+
+    def going_away(self) -> None:
+        """
+        The gateway is shutting down: stop relaying, send each side a close
+        frame 1001 (masked toward the upstream, RFC 6455 5.3), then close
+        both.  A side whose stream is in the middle of a frame gets no
+        frame of ours, which would corrupt it: it is closed all the same.
+        """
+        for transport in (self.client, self.upstream):
+            transport.pauseProducing()  # type: ignore[attr-defined]
+        if self._client_open and self._toward_client.between_frames:
+            self.client.write(close_frame(GOING_AWAY))
+        if self._upstream_open and self._toward_upstream.between_frames:
+            self.upstream.write(close_frame(GOING_AWAY, os.urandom(4)))
+        self.close("gateway")
 
     # -- inside ----------------------------------------------------------
 

@@ -390,6 +390,23 @@ class TunnelTests(TestCase):
         self.assertEqual((ended["closed_by"], ended["clean"]), ("gateway", True))
 
     @inlineCallbacks
+    def test_drain_sends_going_away(self) -> Any:
+        """
+        At the end of the grace both sides get a close frame 1001: the
+        client unmasked, then the end of the stream.
+        """
+        yield self.gateway(SHUTDOWN_GRACE_MS="300")
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws") + masked_frame(0x1, b"hi"))
+        yield wait_for(lambda: b"echo:hi" in raw.received, "the echo")
+        yield self.service.stopService()
+        yield raw.lost
+        head, frames = raw.received.split(b"\r\n\r\n", 1)
+        self.assertEqual(server_frames(frames), [(0x1, b"echo:hi"), (0x8, b"\x03\xe9")])
+        yield wait_for(lambda: self.upstream.lost, "the upstream to see the close")
+
+    @inlineCallbacks
     def test_other_upgrades_not_forwarded(self) -> Any:
         """
         C{Upgrade: h2c} is not WebSocket: the request goes on as plain
