@@ -24,8 +24,9 @@ across workers is decided here, metric by metric:
 - counters and histograms: summed over the workers, and over the workers
   that have exited (their files are kept), so a total never goes backwards
   when a worker is restarted;
-- C{qeetgw_upstream_requests_in_flight}, C{qeetgw_client_connections_open}:
-  summed over the live workers (C{livesum}): the group's figure;
+- C{qeetgw_upstream_requests_in_flight}, C{qeetgw_client_connections_open},
+  C{qeetgw_websocket_tunnels}: summed over the live workers (C{livesum}):
+  the group's figure;
 - C{qeetgw_upstream_instances}: each worker balances with its own view of
   the instances (its own health checks and ejections), so a sum would count
   each instance once per worker; it is one series per worker, labelled
@@ -141,6 +142,9 @@ class ServiceMetrics:
         }
         self.retries = metrics.upstream_retries.labels(service)
         self.ejections = metrics.upstream_ejections.labels(service)
+        self.tunnels = metrics.websocket_tunnels.labels(service)
+        self.tunnel_bytes_to_upstream = metrics.websocket_bytes.labels(service, "to_upstream")
+        self.tunnel_bytes_to_client = metrics.websocket_bytes.labels(service, "to_client")
 
     def upstream_error(self, kind: str) -> None:
         """
@@ -340,6 +344,16 @@ class Metrics:
         self.upstream_retries = counter(
             "qeetgw_upstream_retries", "Tries sent again to another instance, by service",
             ["service"], registry=r,
+        )
+        # Open tunnels, the live workers' added up, as requests in flight.
+        self.websocket_tunnels = gauge(
+            "qeetgw_websocket_tunnels", "WebSocket tunnels open, by service",
+            ["service"], registry=r, multiprocess_mode="livesum",
+        )
+        self.websocket_bytes = counter(
+            "qeetgw_websocket_bytes",
+            "Bytes relayed through WebSocket tunnels, by service and direction",
+            ["service", "direction"], registry=r,
         )
         self.upstream_ejections = counter(
             "qeetgw_upstream_ejections", "Instances ejected by outlier detection, by service",

@@ -19,7 +19,7 @@ stay for the health probes and JWKS fetches, where none of that matters.
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Mapping, Optional, Set
+from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Optional, Set
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -368,6 +368,9 @@ class _Exchange:
         # Whether this request holds one of its service's retry budget: from
         # the moment a retry is granted until that retry's try ends.
         self.holds_retry = False
+        #: Counted in the requests in flight (until it ends, or becomes a
+        #: tunnel, counted in the tunnels).
+        self.in_flight = True
         metrics = proxy._metrics
         self.metrics = metrics.service(route.service.name) if metrics is not None else None
         self.header_lines = header_lines(upstream_request_headers(
@@ -394,11 +397,16 @@ class _Exchange:
         """
         over = self.request.notifyFinish().addErrback(self._client_gone)
         if self.metrics is not None:
-            in_flight = self.metrics.in_flight
-            in_flight.inc()
+            self.metrics.in_flight.inc()
             # However the request ends (answered, failed, client gone).
-            over.addBoth(lambda _: in_flight.dec())
+            over.addBoth(lambda _: self._not_in_flight())
         self._try()
+
+    def _not_in_flight(self) -> None:
+        # Once: a request that became a tunnel left the gauge when it did.
+        if self.metrics is not None and self.in_flight:
+            self.in_flight = False
+            self.metrics.in_flight.dec()
 
     def _client_gone(self, reason: Failure) -> None:
         # Cancel the try in flight (closing its connection) whether or not
@@ -524,12 +532,19 @@ class _Exchange:
         request.setResponseCode(101)
         channel.site.log(request)
         tunnels = self.proxy.tunnels
+        metrics = self.metrics
+        counted: Optional[Callable[[int, int], None]] = None
+        if metrics is not None:
+            self._not_in_flight()
+            metrics.tunnels.inc()
+            counted = _byte_counter(metrics)
         tunnel = Tunnel(
             client,
             response.transport,
             self.proxy._clock,
             self.proxy._tunnel_idle_timeout,
             lambda ended: self._tunnel_ended(tunnel, ended, instance),
+            counted,
         )
         tunnels.add(tunnel)
         after = response.switch_to(tunnel)
@@ -539,6 +554,8 @@ class _Exchange:
 
     def _tunnel_ended(self, tunnel: Tunnel, ended: TunnelEnded, instance: Any) -> None:
         self.proxy.tunnels.discard(tunnel)
+        if self.metrics is not None:
+            self.metrics.tunnels.dec()
         tunnel_log.info(
             "websocket tunnel of {service} closed by {closed_by}: {to_upstream} bytes up, "
             "{to_client} down in {seconds}s",
@@ -649,6 +666,21 @@ class _Exchange:
     def _bug(self, reason: Failure) -> None:
         # A fault of ours while handling a try: the 500 envelope, logged.
         self.proxy._failed(reason, self.request, self.route, self.metrics)
+
+
+def _byte_counter(metrics: "ServiceMetrics") -> Callable[[int, int], None]:
+    """
+    What counts a tunnel's bytes into C{metrics}, as they are relayed.
+    """
+    up, down = metrics.tunnel_bytes_to_upstream, metrics.tunnel_bytes_to_client
+
+    def counted(to_upstream: int, to_client: int) -> None:
+        if to_upstream:
+            up.inc(to_upstream)
+        else:
+            down.inc(to_client)
+
+    return counted
 
 
 def note_tries(request: IRequest, tries: int, instance: Optional[str]) -> None:

@@ -156,6 +156,8 @@ class Tunnel:
     @param idle_timeout: seconds without a byte either way before both
         sides are closed; 0 for none.
     @param ended: told once, when both connections are closed.
+    @param counted: told the size of every piece relayed, C{(to_upstream,
+        to_client)} (one of them 0), for the metrics; L{None} for none.
     """
 
     def __init__(
@@ -165,12 +167,14 @@ class Tunnel:
         clock: IReactorTime,
         idle_timeout: float,
         ended: Callable[[TunnelEnded], Any],
+        counted: Optional[Callable[[int, int], Any]] = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._ended = ended
+        self._counted = counted
         self._started = clock.seconds()
         self.to_upstream = 0
         self.to_client = 0
@@ -198,6 +202,8 @@ class Tunnel:
         The client sent C{data}: to the upstream.
         """
         self.to_upstream += len(data)
+        if self._counted is not None:
+            self._counted(len(data), 0)
         self._touched()
         self._toward_upstream.feed(data)
         if self._upstream_open:
@@ -208,6 +214,8 @@ class Tunnel:
         The upstream sent C{data}: to the client.
         """
         self.to_client += len(data)
+        if self._counted is not None:
+            self._counted(0, len(data))
         self._touched()
         self._toward_client.feed(data)
         if self._client_open:

@@ -29,11 +29,14 @@ from twisted.web.websocket import (
 )
 
 from tests.e2e.support import (
+    fetch,
     gateway_environment,
     listen_upstream,
+    request,
     start_gateway,
     wait_for,
 )
+from tests.e2e.test_metrics import parse
 from tests.e2e.test_security import live_token
 from tests.gateway import SECRET
 
@@ -247,6 +250,41 @@ class TunnelTests(TestCase):
         self.assertGreater(ended["to_client"], 0)
         access = [e for e in self.events if e.get("log_namespace") == "qeetgw.access"]
         self.assertEqual([e["status"] for e in access], [101])
+
+    @inlineCallbacks
+    def test_metrics(self) -> Any:
+        """
+        The open tunnels by service, the bytes each way, and the handshake
+        counted once as a 1xx request, not as a request in flight.
+        """
+        url = yield self.gateway(METRICS_PORT="tcp:0:interface=127.0.0.1")
+        metrics_port = self.service.getServiceNamed("metrics").endpoint.port.getHost().port
+
+        def scrape() -> Any:
+            return fetch(metrics_port, request(b"GET", b"/metrics")).addCallback(lambda r: parse(r.body))
+
+        client = yield connect(url)
+        client.transport.sendTextMessage("hello")
+        yield wait_for(lambda: client.messages, "the echo")
+        service = frozenset({("service", "user-service")})
+        samples = yield scrape()
+        self.assertEqual(samples[("qeetgw_websocket_tunnels", service)], 1)
+        self.assertEqual(samples[("qeetgw_upstream_requests_in_flight", service)], 0)
+        up = samples[("qeetgw_websocket_bytes_total", service | {("direction", "to_upstream")})]
+        down = samples[("qeetgw_websocket_bytes_total", service | {("direction", "to_client")})]
+        # A masked frame of 5 bytes is 11; the echo, unmasked, 2 + 10.
+        self.assertEqual((up, down), (11, 12))
+        client.transport.loseConnection()
+        yield client.lost
+        yield wait_for(self.tunnel_events, "the tunnel event")
+        samples = yield scrape()
+        self.assertEqual(samples[("qeetgw_websocket_tunnels", service)], 0)
+        requests = {
+            dict(labels)["status_class"]: value
+            for (name, labels), value in samples.items()
+            if name == "qeetgw_requests_total" and dict(labels).get("service") == "user-service"
+        }
+        self.assertEqual(requests, {"1xx": 1})
 
     @inlineCallbacks
     def test_upstream_closes(self) -> Any:
