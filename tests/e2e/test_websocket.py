@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import sys
+import tracemalloc
 from typing import Any, List, Optional, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -37,6 +40,7 @@ from tests.e2e.support import (
     wait_for,
 )
 from tests.e2e.test_metrics import parse
+from tests.test_project import PROJECT_ROOT
 from tests.e2e.test_security import live_token
 from tests.gateway import SECRET
 
@@ -471,5 +475,70 @@ class TunnelTests(TestCase):
         [request] = seen
         self.assertIsNone(request.requestHeaders.getRawHeaders(b"upgrade"))
         self.assertIsNone(request.requestHeaders.getRawHeaders(b"http2-settings"))
+        raw.transport.loseConnection()
+        yield raw.lost
+
+
+class _UpstreamProcess(ProcessProtocol):
+    """
+    The upstream of L{tests.e2e.wsupstream}, in a process of its own: its
+    port once it prints it.
+    """
+
+    def __init__(self) -> None:
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self._out = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._out += data
+        if b"\n" in self._out and not self.port.called:
+            self.port.callback(int(self._out.split(b"\n")[0]))
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class SlowReaderTests(TestCase):
+    """
+    A 10 MiB message toward a client that does not read: the gateway stops
+    reading the upstream, and holds far less than the message.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_memory_bounded(self) -> Any:
+        process = _UpstreamProcess()
+        transport = reactor.spawnProcess(
+            process, sys.executable, [sys.executable, "-m", "tests.e2e.wsupstream"],
+            env=dict(os.environ), path=PROJECT_ROOT,
+        )
+
+        def stop() -> Any:
+            transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(stop)
+        upstream_port = yield process.port
+        _, port = yield start_gateway(self, gateway_environment(f"http://127.0.0.1:{upstream_port}"))
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws"))
+        yield wait_for(lambda: b"\r\n\r\n" in raw.received, "the 101")
+        size = 10 * 1024 * 1024
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        raw.transport.pauseProducing()
+        raw.transport.write(masked_frame(0x1, b"big %d" % (size,)))
+        # Long enough for the upstream to have sent all it could.
+        yield deferLater(reactor, 2.0, lambda: None)
+        _, peak = tracemalloc.get_traced_memory()
+        self.assertLess(peak, 4 * 1024 * 1024)
+        raw.transport.resumeProducing()
+        head_length = raw.received.index(b"\r\n\r\n") + 4
+        # A binary frame of 10 MiB: a 10-byte header, then the payload.
+        yield wait_for(lambda: len(raw.received) >= head_length + 10 + size, "the whole message", within=30)
+        self.assertEqual(raw.received[head_length:head_length + 2], b"\x82\x7f")
         raw.transport.loseConnection()
         yield raw.lost
