@@ -500,6 +500,82 @@ class Scenario:
         self.count_statuses = count_statuses
 
 
+#: The tunnel scenario: WebSockets, each sending a message and waiting for
+#: its echo, again and again (bench/wsload.py), through a peer to
+#: bench/wsecho.py behind the nginx upstream.
+TUNNEL_CONNECTIONS = 50
+TUNNEL_MESSAGE_BYTES = 64
+
+
+def measure_tunnel(
+    python: str, peer: "Peer", token: str, duration: float, round_number: int
+) -> Dict[str, Any]:
+    """
+    One run of the tunnel scenario through C{peer}: messages echoed per
+    second, and the peer's CPU seconds per MiB it relayed (both ways).
+    """
+    path = peer.prefix + "/products/ws"
+    argv = [python, str(BENCH / "wsload.py"), str(peer.port), path, str(TUNNEL_CONNECTIONS),
+            str(TUNNEL_MESSAGE_BYTES), str(duration)]
+    if peer.is_qeetgw:
+        argv.append("Bearer " + token)
+    # The CPU of qeetgw only: the direct peer's process is the nginx upstream.
+    process = peer.process_for("tunnel") if peer.is_qeetgw else None
+    before = tree_cpu_ticks(process.pid) if process is not None else None
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=duration + 60)
+    after = tree_cpu_ticks(process.pid) if process is not None else None
+    try:
+        load = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise BenchError(f"tunnel load through {peer.label} failed: {done.stderr.decode()[-500:]}")
+    mib = (load["to_server"] + load["to_client"]) / (1024 * 1024)
+    cpu_s = (after - before) / CLK_TCK if before is not None and after is not None else None
+    return {
+        "scenario": "tunnel",
+        "peer": peer.key,
+        "round": round_number,
+        "messages": load["messages"],
+        "seconds": load["seconds"],
+        "messages_per_s": load["messages"] / load["seconds"] if load["seconds"] else 0.0,
+        "mib_relayed": mib,
+        "cpu_s": cpu_s,
+        "cpu_s_per_mib": cpu_s / mib if cpu_s is not None and mib else None,
+        "errors": load["errors"],
+        "ok": load["errors"] == 0 and load["messages"] > 0,
+    }
+
+
+def tunnel_table(runs: List[Dict[str, Any]], peers: List["Peer"]) -> Optional[str]:
+    """
+    The tunnel scenario's table: each peer's median round, and qeetgw ÷
+    direct per round.
+    """
+    tunnel = [r for r in runs if r["scenario"] == "tunnel"]
+    if not tunnel:
+        return None
+    lines = [
+        f"WebSocket tunnel: {TUNNEL_CONNECTIONS} connections, a {TUNNEL_MESSAGE_BYTES}-byte message and its echo "
+        "at a time each (bench/wsload.py), to bench/wsecho.py behind the nginx upstream",
+        "",
+        "| peer | messages/s (median round) | CPU s per MiB relayed | ÷ direct, median of rounds (each) | result |",
+        "|---|--:|--:|--:|---|",
+    ]
+    direct = {r["round"]: r["messages_per_s"] for r in tunnel if r["peer"] == "direct"}
+    for peer in peers:
+        mine = sorted((r for r in tunnel if r["peer"] == peer.key), key=lambda r: r["messages_per_s"])
+        if not mine:
+            continue
+        middle = mine[len(mine) // 2]
+        ratios = [r["messages_per_s"] / direct[r["round"]] for r in mine if direct.get(r["round"])]
+        by_round = sorted((r for r in mine if direct.get(r["round"])), key=lambda r: r["round"])
+        each = ", ".join(f"{r['messages_per_s'] / direct[r['round']]:.2f}" for r in by_round)
+        ratio = f"{statistics.median(ratios):.2f}x ({each})" if ratios and peer.key != "direct" else "—"
+        cpu = f"{middle['cpu_s_per_mib']:.3f}" if middle.get("cpu_s_per_mib") is not None else "—"
+        ok = "ok" if all(r["ok"] for r in mine) else "FAIL"
+        lines.append(f"| {peer.label} | {middle['messages_per_s']:,.0f} | {cpu} | {ratio} | {ok} |")
+    return "\n".join(lines)
+
+
 def tree_cpu_ticks(pid: int) -> Optional[int]:
     """utime+stime of ``pid`` and its live descendants, plus its reaped children's."""
     root = read_stat(pid)
@@ -770,6 +846,14 @@ class Bench:
             self.tmp,
             self.logs / "echo.log",
         )
+        self.ws_port = free_port()
+        self.wsecho = PROCESSES.start(
+            "websocket echo",
+            [self.python, str(BENCH / "wsecho.py"), str(self.ws_port)],
+            self.base_env(),
+            self.tmp,
+            self.logs / "wsecho.log",
+        )
         www = self.tmp / "www"
         www.mkdir()
         (www / "big.json").write_bytes(self.big)
@@ -782,6 +866,7 @@ class Bench:
                 "PREFIX": str(self.tmp),
                 "PORT": str(self.upstream_port),
                 "ECHO_PORT": str(self.echo_port),
+                "WS_PORT": str(self.ws_port),
                 "SMALL_BODY": self.small.decode(),
                 "USER_DIRECTIVE": user_directive(),
             },
@@ -1344,7 +1429,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "micros/api-gateway is the real Express gateway; default $EXPRESS_SRC.  Without it the "
                         "express peer is skipped.  Built once into $XDG_CACHE_HOME/qeetgw-bench (~/.cache)")
     parser.add_argument("--scenarios", default=None,
-                        help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited (all)")
+                        help="comma list of scenarios: get50,get1,post1k,big,badtoken,limited,tunnel (all)")
     parser.add_argument("--soak", action="store_true", help="also the 60-second memory-flatness run on qeetgw")
     parser.add_argument("--soak-duration", type=float, default=60, help="seconds of the soak run (%(default)s)")
     parser.add_argument("--soak-every", type=float, default=5, help="seconds between RSS samples in the soak (%(default)s)")
@@ -1399,9 +1484,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Scenario("limited", f"over the limit → 429, {c} conn", "GET", "/products/limited", c, "valid", "429",
                  count_statuses=True),
     ]
+    run_tunnel = True
     if args.scenarios:
         wanted = {s.strip() for s in args.scenarios.split(",")}
         scenarios = [s for s in scenarios if s.key in wanted]
+        run_tunnel = "tunnel" in wanted
 
     runs: List[Dict[str, Any]] = []
     exit_status = 0
@@ -1419,8 +1506,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         per_run = args.warmup + args.duration
         planned = sum(1 for s in scenarios for p in bench.peers if s.key in p.scenarios) * args.rounds
         log(f"{planned} runs of {args.warmup:g}+{args.duration:g} s: about {planned * (per_run + 0.5) / 60:.1f} minutes")
+        tunnel_peers = [p for p in bench.peers if p.key in ("direct", "qeetgw")] if run_tunnel else []
+        tunnel_runs: List[Dict[str, Any]] = []
         for round_number in range(args.rounds):
             order = bench.peers if round_number % 2 == 0 else list(reversed(bench.peers))
+            for peer in tunnel_peers if round_number % 2 == 0 else list(reversed(tunnel_peers)):
+                result = measure_tunnel(bench.python, peer, tokens["valid"], args.duration, round_number + 1)
+                tunnel_runs.append(result)
+                log(
+                    f"round {round_number + 1} tunnel   {peer.label:22} {result['messages_per_s']:>10,.0f} msg/s "
+                    f"{'ok' if result['ok'] else 'FAIL'}"
+                )
             for scenario in scenarios:
                 for peer in order:
                     if scenario.key not in peer.scenarios:
@@ -1488,6 +1584,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "ratios_qeetgw_to_peer": ratios,
             "soak": soak,
             "notes": bench.notes,
+            "tunnel": tunnel_runs,
         }
         args.output.mkdir(parents=True, exist_ok=True)
         text = json.dumps(results, indent=2, sort_keys=False)
@@ -1506,6 +1603,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print()
         print(markdown(results))
         table = workers_table(results)
+        if table:
+            print()
+            print(table)
+        table = tunnel_table(tunnel_runs, bench.peers)
         if table:
             print()
             print(table)

@@ -36,6 +36,7 @@ from tests.e2e.support import (
     gateway_environment,
     listen_upstream,
     request,
+    spawn_gateway,
     start_gateway,
     wait_for,
 )
@@ -542,3 +543,38 @@ class SlowReaderTests(TestCase):
         self.assertEqual(raw.received[head_length:head_length + 2], b"\x82\x7f")
         raw.transport.loseConnection()
         yield raw.lost
+
+
+class TwistdDrainTests(TestCase):
+    """
+    C{twistd qeetgw} on SIGTERM with a tunnel open: the tunnel works through
+    the grace, gets its close frame 1001, and the process exits 0.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_sigterm_with_a_tunnel_open(self) -> Any:
+        upstream = Upstream()
+        root = Resource()
+        users = Resource()
+        root.putChild(b"users", users)
+        users.putChild(b"ws", WebSocketResource(upstream))
+        env = gateway_environment(listen_upstream(self, root), SHUTDOWN_GRACE_MS="1500")
+        process = spawn_gateway(self, env)
+        port = yield process.port
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws") + masked_frame(0x1, b"one"))
+        yield wait_for(lambda: b"echo:one" in raw.received, "the first echo")
+        process.terminate()
+        yield wait_for(lambda: process.logged("qeetgw.process.service", "draining"), "draining")
+        raw.transport.write(masked_frame(0x1, b"two"))
+        yield wait_for(lambda: b"echo:two" in raw.received, "an echo during the grace")
+        code = yield process.ended
+        self.assertEqual(code, 0, process.text())
+        yield raw.lost
+        frames = server_frames(raw.received.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(frames[-1], (0x8, b"\x03\xe9"))
+        [ended] = process.logged("qeetgw.tunnels")
+        self.assertEqual(ended["closed_by"], "gateway")
