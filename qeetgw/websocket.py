@@ -37,11 +37,11 @@ def header_tokens(headers: Headers, name: bytes) -> FrozenSet[bytes]:
 def is_websocket_handshake(request: IRequest) -> bool:
     """
     Whether C{request} is a WebSocket opening handshake (RFC 6455 section
-    4.1): a GET without a body whose Connection field has the token
-    C{upgrade} and whose Upgrade field has C{websocket}.  A handshake with a
-    body is not one: nothing may come between it and the tunnel.
+    4.1): an HTTP/1.1 GET without a body whose Connection field has the
+    token C{upgrade} and whose Upgrade field has C{websocket}.  A handshake
+    with a body is not one: nothing may come between it and the tunnel.
     """
-    if request.method != b"GET":
+    if request.method != b"GET" or getattr(request, "clientproto", b"HTTP/1.1") != b"HTTP/1.1":
         return False
     headers = request.requestHeaders
     if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):

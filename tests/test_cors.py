@@ -82,6 +82,7 @@ class Downstream(Resource):
 def dummy(method: bytes, headers: dict) -> DummyRequest:
     request = DummyRequest([b"api", b"v1", b"users"])
     request.method = method
+    request.clientproto = b"HTTP/1.1"
     for name, value in headers.items():
         request.requestHeaders.setRawHeaders(name, [value])
     return request

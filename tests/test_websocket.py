@@ -15,6 +15,7 @@ from qeetgw.websocket import header_tokens, is_websocket_handshake, take_query_t
 def request(method: bytes = b"GET", **fields: bytes) -> DummyRequest:
     made = DummyRequest([b"ws"])
     made.method = method
+    made.clientproto = b"HTTP/1.1"
     for name, value in fields.items():
         made.requestHeaders.addRawHeader(name.replace("_", "-").encode("ascii"), value)
     return made
@@ -39,6 +40,11 @@ class HandshakeTests(SynchronousTestCase):
             request(connection=b"upgrade", upgrade=b"websocket", transfer_encoding=b"chunked"),
         ]:
             self.assertFalse(is_websocket_handshake(made), made.requestHeaders)
+
+    def test_http_1_1_only(self) -> None:
+        made = request(connection=b"Upgrade", upgrade=b"websocket")
+        made.clientproto = b"HTTP/1.0"
+        self.assertFalse(is_websocket_handshake(made))
 
     def test_empty_body_is_no_body(self) -> None:
         self.assertTrue(
