@@ -41,43 +41,10 @@ from tests.e2e.support import (
     wait_for,
 )
 from tests.e2e.test_metrics import parse
-from tests.test_project import PROJECT_ROOT
 from tests.e2e.test_security import live_token
+from tests.e2e.wsupstream import EchoServer
 from tests.gateway import SECRET
-
-
-class EchoServer:
-    """
-    The upstream's WebSocket protocol: echoes text as C{"echo:" + text} and
-    bytes as they are; the text C{"bye"} makes it close with 1000.
-    """
-
-    def __init__(self, upstream: "Upstream") -> None:
-        self.upstream = upstream
-        self.transport: Optional[WebSocketTransport] = None
-
-    def negotiationStarted(self, transport: WebSocketTransport) -> None:
-        self.transport = transport
-
-    def negotiationFinished(self) -> None:
-        pass
-
-    def textMessageReceived(self, message: str) -> None:
-        assert self.transport is not None
-        if message == "bye":
-            self.transport.loseConnection(1000)
-            return
-        self.transport.sendTextMessage("echo:" + message)
-
-    def bytesMessageReceived(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.sendBytesMessage(bytes(data))
-
-    def pongReceived(self, payload: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.upstream.lost.append(reason)
+from tests.test_project import PROJECT_ROOT
 
 
 class Upstream:
@@ -92,7 +59,7 @@ class Upstream:
 
     def buildProtocol(self, request: IRequest) -> EchoServer:
         self.handshakes.append(request)
-        return EchoServer(self)
+        return EchoServer(self.lost.append)
 
 
 class Refusing(Resource):
