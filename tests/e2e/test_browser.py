@@ -25,7 +25,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.websocket import WebSocketResource
 
-from tests.e2e.support import gateway_environment, listen_upstream, start_gateway, wait_for
+from tests.e2e.support import (
+    gateway_environment,
+    listen_upstream,
+    start_gateway,
+    wait_for,
+)
 from tests.e2e.test_security import live_token
 from tests.e2e.test_websocket import Upstream
 from tests.gateway import SECRET
