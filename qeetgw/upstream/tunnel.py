@@ -1,7 +1,9 @@
 """
 A tunnel: once an upstream has switched protocols (101) for a WebSocket
 handshake, the bytes of the client's connection and of the upstream's are
-relayed both ways, untouched; the gateway reads no frame.
+relayed both ways, untouched; the gateway decodes no frame (it follows
+their headers, for their lengths only, to place a close frame of its own at
+shutdown).
 
 - Backpressure both ways: each connection is the producer of the other's
   transport, so a side that reads slowly stops the gateway reading from
