@@ -8,6 +8,7 @@ its own.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import struct
 import sys
@@ -17,7 +18,7 @@ from typing import Any, List, Optional, Tuple
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -260,10 +261,17 @@ class TunnelTests(TestCase):
 
     @inlineCallbacks
     def test_upstream_closes(self) -> Any:
-        url = yield self.gateway()
-        client = yield connect(url)
-        client.transport.sendTextMessage("bye")
-        yield client.lost
+        """
+        The client sees the upstream's close frame, then the end of the
+        stream.
+        """
+        yield self.gateway()
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws") + masked_frame(0x1, b"bye"))
+        yield raw.lost
+        frames = server_frames(raw.received.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(frames[-1], (0x8, b"\x03\xe8"))
         [ended] = yield wait_for(self.tunnel_events, "the tunnel event")
         self.assertEqual(ended["closed_by"], "upstream")
 
@@ -510,6 +518,77 @@ class SlowReaderTests(TestCase):
         self.assertEqual(raw.received[head_length:head_length + 2], b"\x82\x7f")
         raw.transport.loseConnection()
         yield raw.lost
+
+
+class RawUpstream(Protocol):
+    """
+    A WebSocket upstream written by hand: answers the handshake with 101 and
+    keeps every byte that comes after it.
+    """
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.after = b""
+        self.switched = False
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.switched:
+            self.head += data
+            if b"\r\n\r\n" in self.head:
+                self.switched = True
+                self.head, self.after = self.head.split(b"\r\n\r\n", 1)
+                key = [line.split(b":", 1)[1].strip() for line in self.head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:")][0]
+                accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                self.transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                )
+            return
+        self.after += data
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost.callback(None)
+
+
+class GoingAwayBothWaysTests(TestCase):
+    """
+    At the end of the drain's grace the upstream gets a masked close frame
+    1001 too, between two frames of the client's.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_upstream_gets_a_masked_1001(self) -> Any:
+        upstreams: List[RawUpstream] = []
+
+        def build(_: Any) -> RawUpstream:
+            upstreams.append(RawUpstream())
+            return upstreams[-1]
+
+        factory = Factory.forProtocol(RawUpstream)
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}"
+        service, port = yield start_gateway(self, gateway_environment(url, SHUTDOWN_GRACE_MS="200"))
+        raw = RawSocket()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        first = masked_frame(0x1, b"to the upstream")
+        raw.transport.write(handshake(b"/api/v1/users/ws") + first)
+        yield wait_for(lambda: upstreams and upstreams[0].after == first, "the client's frame upstream")
+        yield service.stopService()
+        upstream = upstreams[0]
+        yield upstream.lost
+        self.assertTrue(upstream.after.startswith(first))
+        close = upstream.after[len(first):]
+        self.assertEqual(close[:2], b"\x88\x82")
+        mask = close[2:6]
+        self.assertEqual(bytes(b ^ mask[i % 4] for i, b in enumerate(close[6:])), b"\x03\xe9")
+        yield raw.lost
+        self.assertTrue(raw.received.endswith(b"\x88\x02\x03\xe9"))
 
 
 class TwistdDrainTests(TestCase):
