@@ -395,11 +395,11 @@ class TunnelTests(TestCase):
         On shutdown an open tunnel is a request in flight: it keeps working
         through the grace, then is closed.
         """
-        url = yield self.gateway(SHUTDOWN_GRACE_MS="1000")
+        url = yield self.gateway(SHUTDOWN_GRACE_MS="3000")
         client = yield connect(url)
         stopped = self.service.stopService()
         client.transport.sendTextMessage("still there")
-        yield wait_for(lambda: client.messages, "an echo during the drain", within=0.9)
+        yield wait_for(lambda: client.messages, "an echo during the drain", within=2.5)
         self.assertFalse(stopped.called)
         self.assertEqual(client.messages, ["echo:still there"])
         yield stopped
