@@ -8,17 +8,23 @@ from __future__ import annotations
 from typing import List
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableDescriptor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from qeetgw.upstream.tunnel import FrameBoundaries, Tunnel, TunnelEnded, close_frame, switching_head
 
 
+@implementer(IHalfCloseableDescriptor)
 class HalfCloseable(StringTransport):
     """
-    A StringTransport that records a shut writing side.
+    A StringTransport that can half-close, as TCP can, and records it.
     """
 
     write_shut = False
@@ -90,6 +96,27 @@ class TunnelTests(SynchronousTestCase):
         self.tunnel.client_lost(Failure(ConnectionDone()))
         self.tunnel.upstream_lost(Failure(ConnectionDone()))
         self.assertEqual([e.closed_by for e in self.ended], ["client"])
+
+    def test_no_half_close_over_tls(self) -> None:
+        """
+        A TLS side is closed rather than half-closed: Twisted's TLS
+        transport seems to half-close (it passes what it lacks on to the TCP
+        connection beneath), and doing so would cut its TLS stream.
+        """
+        factory = TLSMemoryBIOFactory(CertificateOptions(), False, Factory.forProtocol(Protocol))
+        tls = factory.buildProtocol(None)
+        tls.makeConnection(HalfCloseable())
+        self.assertTrue(IHalfCloseableDescriptor.providedBy(tls))
+        tunnel = Tunnel(HalfCloseable(), tls, self.clock, 0, self.ended.append)
+        tunnel.client_half_closed()
+        self.assertFalse(tls.transport.write_shut)
+        self.assertTrue(tls.disconnecting)
+
+    def test_no_half_close_without_the_interface(self) -> None:
+        client, upstream = StringTransport(), StringTransport()
+        tunnel = Tunnel(client, upstream, self.clock, 0, self.ended.append)
+        tunnel.upstream_half_closed()
+        self.assertTrue(client.disconnecting)
 
     def test_idle_timeout(self) -> None:
         """

@@ -27,7 +27,13 @@ from typing import Any, Callable, Iterable, Optional, Tuple
 
 import attrs
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableDescriptor,
+    IReactorTime,
+    ISSLTransport,
+    ITransport,
+)
 from twisted.python.failure import Failure
 
 from qeetgw.upstream.forwarding import client_response_fields
@@ -193,8 +199,9 @@ class Tunnel:
         self._toward_upstream = FrameBoundaries()
         self._toward_client = FrameBoundaries()
         # A slow reader on one side stops the gateway reading the other.
-        client.registerProducer(upstream, True)
-        upstream.registerProducer(client, True)
+        client.registerProducer(upstream, True)  # type: ignore[attr-defined]
+        upstream.registerProducer(client, True)  # type: ignore[attr-defined]
+        self._producing = True
         self._arm(idle_timeout)
 
     # -- bytes ---------------------------------------------------------
@@ -269,9 +276,9 @@ class Tunnel:
         wanted it).
         """
         self._first_to_close(why)
+        self._stop_producing_for_each_other()
         for transport, open_ in ((self.client, self._client_open), (self.upstream, self._upstream_open)):
             if open_:
-                _unregister(transport)
                 transport.loseConnection()
 
     def going_away(self) -> None:
@@ -300,9 +307,14 @@ class Tunnel:
         if self.closed_by is None:
             self.closed_by = who
 
+    def _stop_producing_for_each_other(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.client.unregisterProducer()  # type: ignore[attr-defined]
+            self.upstream.unregisterProducer()  # type: ignore[attr-defined]
+
     def _pass_on(self, reason: Failure, other: ITransport, other_open: bool) -> None:
-        _unregister(self.client)
-        _unregister(self.upstream)
+        self._stop_producing_for_each_other()
         if reason.check(ConnectionDone) is None:
             self._clean = False
             if other_open:
@@ -350,15 +362,12 @@ class Tunnel:
 def _shut_writing(transport: ITransport) -> None:
     """
     Shut C{transport}'s writing side once what was written is sent, or
-    close it when it cannot half-close.
+    close it when it cannot half-close: TCP can; TLS cannot here (a TLS
+    transport passes what it lacks on to the TCP connection beneath it,
+    interfaces included, and that connection's half-close would cut the TLS
+    stream), so a TLS side is closed.
     """
-    lose_write = getattr(transport, "loseWriteConnection", None)
-    if lose_write is not None:
-        lose_write()
+    if IHalfCloseableDescriptor.providedBy(transport) and not ISSLTransport.providedBy(transport):
+        transport.loseWriteConnection()  # type: ignore[attr-defined]
     else:
         transport.loseConnection()
-
-
-def _unregister(transport: ITransport) -> None:
-    if getattr(transport, "producer", None) is not None:
-        transport.unregisterProducer()  # type: ignore[attr-defined]
