@@ -624,3 +624,61 @@ class TwistdDrainTests(TestCase):
         self.assertEqual(frames[-1], (0x8, b"\x03\xe9"))
         [ended] = process.logged("qeetgw.tunnels")
         self.assertEqual(ended["closed_by"], "gateway")
+
+
+class TLSTunnelTests(TestCase):
+    """
+    A WebSocket through a gateway that terminates TLS (C{--port ssl:...}):
+    the tunnel's client side is a TLS transport.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_echo_and_close_over_tls(self) -> Any:
+        from cryptography.hazmat.primitives import serialization
+        from twisted.internet.endpoints import wrapClientTLS
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        from qeetgw.config import load_config
+        from qeetgw.process.service import GatewayService
+        from qeetgw.site import build_site
+        from tests.e2e.test_tls import make_ca_and_leaf
+
+        upstream = Upstream()
+        root = Resource()
+        users = Resource()
+        root.putChild(b"users", users)
+        users.putChild(b"ws", WebSocketResource(upstream))
+        upstream_url = listen_upstream(self, root)
+        ca_pem, key, certificate = make_ca_and_leaf("localhost")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key_file = os.path.join(directory, "key.pem")
+        cert_file = os.path.join(directory, "cert.pem")
+        with open(key_file, "wb") as out:
+            out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        with open(cert_file, "wb") as out:
+            out.write(certificate.public_bytes(serialization.Encoding.PEM))
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={key_file}:certKey={cert_file}"
+        config = load_config(gateway_environment(upstream_url), {}, {"LISTEN": listen})
+        gateway = build_site(config, reactor)
+        service = GatewayService(config.listen, gateway.site, gateway.upstreams, 1.0)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = yield service.listening
+        raw = RawSocket()
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(ca_pem)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        )
+        yield connectProtocol(endpoint, raw)
+        raw.transport.write(handshake(b"/api/v1/users/ws") + masked_frame(0x1, b"secure"))
+        yield wait_for(lambda: b"echo:secure" in raw.received, "the echo over TLS")
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 "))
+        raw.transport.write(masked_frame(0x1, b"bye"))
+        yield raw.lost
+        frames = server_frames(raw.received.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(frames, [(0x1, b"echo:secure"), (0x8, b"\x03\xe8")])
+        yield wait_for(lambda: upstream.lost, "the upstream's end")
