@@ -3,8 +3,9 @@ WebSocket handshakes, as the gateway sees them.
 
 The gateway proxies a WebSocket as a tunnel: it checks the handshake (an
 HTTP GET asking to upgrade) like any request, forwards it, and once the
-upstream answers 101 relays bytes both ways without reading a frame
-(L{qeetgw.upstream.tunnel}).  This module only recognises a handshake.
+upstream answers 101 relays bytes both ways without decoding a frame
+(L{qeetgw.upstream.tunnel}).  This module recognises a handshake, and takes
+a token out of its query string (JWT_QUERY_PARAM).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ def is_websocket_handshake(request: IRequest) -> bool:
     token C{upgrade} and whose Upgrade field has C{websocket}.  A handshake
     with a body is not one: nothing may come between it and the tunnel.
     """
-    if request.method != b"GET" or getattr(request, "clientproto", b"HTTP/1.1") != b"HTTP/1.1":
-        return False
     headers = request.requestHeaders
+    # Every proxied request asks this: the field almost none has, first.
+    if not headers.hasHeader(b"upgrade") or request.method != b"GET":
+        return False
+    if getattr(request, "clientproto", b"HTTP/1.1") != b"HTTP/1.1":
+        return False
     if headers.hasHeader(b"content-length") or headers.hasHeader(b"transfer-encoding"):
         length = headers.getRawHeaders(b"content-length", [b"0"])[0].strip()
         if length != b"0" or headers.hasHeader(b"transfer-encoding"):
