@@ -442,6 +442,33 @@ class Metrics:
             bound = self._services[name] = ServiceMetrics(self, name)
         return bound
 
+    def start_at_zero(self, services: Iterable[str], budgets: Iterable[str]) -> None:
+        """
+        Make now, at 0, the series of every configured service (the
+        C{ServiceMetrics} children and the request-duration histogram) and
+        of every rate-limit budget, rather than on their first use.
+
+        Why: a labelled series does not exist until its label child is
+        made, so a dashboard over a quiet gateway shows "No data" instead
+        of 0, and C{rate()} cannot see the first increment (a series that
+        appears at 1 has no earlier point to rise from).  The label sets are
+        known and bounded here.  C{qeetgw_requests_total} is left to first
+        use: its method and status-class combinations are many, and its
+        panels divide by totals that exist as soon as there is traffic.
+        With files the values are written at 0 into the worker's files, so
+        the group's scrape shows them too.
+
+        @param services: the configured services' names.
+        @param budgets: the budgets' names (C{default} and the
+            RATE_LIMIT_ROUTES prefixes).
+        """
+        for name in services:
+            self.service(name)
+            self.request_duration.labels(name)
+        for budget in budgets:
+            if budget not in self._budgets:
+                self._budgets[budget] = self.rate_limited.labels(budget)
+
     def request_done(self, service: str, method: Any, status: str, duration: float) -> None:
         """
         Count one request of C{service} (a service name, L{GATEWAY} or

@@ -307,9 +307,15 @@ def build_site(
         max_tunnels=config.websocket_max_tunnels,
     )
     store = make_store(config, reactor, clock)
+    limiter = make_limiter(config, store, verifier)
+    if metrics is not None:
+        metrics.start_at_zero(
+            (service.name for service in config.services),
+            (budget.name for budget in limiter.budgets),
+        )
     api = RateLimitGuard(
         JWTGuard(proxy, verifier, config.require_auth, config.public_paths, metrics=metrics),
-        make_limiter(config, store, verifier),
+        limiter,
         config.rate_limit_message,
         config.rate_limit_headers,
         fail_open=config.rate_limit_fail == "open",

@@ -22,6 +22,7 @@ from qeetgw.process.supervisor import Supervisor
 from qeetgw.process.worker import worker_metrics
 from tests.gateway import MemoryGateway, token
 from tests.memory import Connection, get
+from tests.test_metrics import SERVICE_SERIES
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 
@@ -180,8 +181,8 @@ class GroupTests(TestCase):
 
         self.directory.worker_ended(101)
         samples = scrape(self.group)
-        # No live worker has had an order-service request in flight: no series.
-        self.assertIsNone(value(samples, "qeetgw_upstream_requests_in_flight", service="order-service"))
+        # The live worker's series, made at 0 at its start, is all that is left.
+        self.assertEqual(value(samples, "qeetgw_upstream_requests_in_flight", service="order-service"), 0)
         self.assertEqual(value(samples, "qeetgw_client_connections_open"), 2)
         self.assertEqual(instances(samples, "user-service", "0"), 0)
         self.assertEqual(instances(samples, "user-service", "1"), 1)
@@ -224,6 +225,23 @@ class GroupTests(TestCase):
         self.directory.worker_ended(103)
         self.assertEqual(counts(scrape(self.group)), before)
         self.assertEqual(self.directory.files(), ["counter_dead.db", "histogram_dead.db"])
+
+    def test_zero_series_at_start(self) -> None:
+        """
+        The series a gateway makes at 0 when it is built (every configured
+        service's, every budget's) are in the workers' files from the
+        start, so the group's first scrape has them too.
+        """
+        one = FakeWorker(self, self.directory.path, 101, "0")
+        FakeWorker(self, self.directory.path, 102, "1")
+        samples = scrape(self.group)
+        services = [service.name for service in one.memory.config.services]
+        self.assertEqual(len(services), 6)
+        for service in services:
+            for name, labels in SERVICE_SERIES:
+                self.assertEqual(value(samples, name, service=service, **labels), 0, (name, service, labels))
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="default"), 0)
+        self.assertIn("histogram_101.db", self.directory.files())
 
     def test_remove(self) -> None:
         FakeWorker(self, self.directory.path, 101, "0").users(1)

@@ -18,7 +18,7 @@ from twisted.web.client import ResponseNeverReceived
 from twisted.web.server import NOT_DONE_YET
 
 from qeetgw.auth.verifier import TokenVerifier
-from qeetgw.metrics import Metrics, auth_reason_label, status_class
+from qeetgw.metrics import UPSTREAM_ERROR_KINDS, Metrics, auth_reason_label, status_class
 from qeetgw.server import GatewaySite
 from qeetgw.site import MeteredSite, build_site
 from qeetgw.upstream.proxy import UpstreamTimeout, upstream_error_kind
@@ -110,8 +110,9 @@ class TrafficTests(TestCase):
         self.assertEqual(
             value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="user-service"), 3
         )
-        self.assertIsNone(
-            value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="product-service")
+        # Refused before forwarding: never timed, its series still at 0.
+        self.assertEqual(
+            value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="product-service"), 0
         )
         self.assertEqual(
             value(samples, "qeetgw_upstream_requests_in_flight", service="user-service"), 0
@@ -160,6 +161,70 @@ class TrafficTests(TestCase):
                 service="order-service", method="GET", status_class="aborted",
             ),
             1,
+        )
+
+
+#: Every configured service's series, made at 0 when the gateway is built:
+#: (sample name, labels besides C{service}).
+SERVICE_SERIES = [
+    ("qeetgw_upstream_requests_in_flight", {}),
+    ("qeetgw_upstream_time_to_first_byte_seconds_count", {}),
+    ("qeetgw_upstream_time_to_first_byte_seconds_bucket", {"le": "+Inf"}),
+    ("qeetgw_request_duration_seconds_count", {}),
+    ("qeetgw_request_duration_seconds_bucket", {"le": "0.1"}),
+    ("qeetgw_upstream_retries_total", {}),
+    ("qeetgw_upstream_ejections_total", {}),
+    ("qeetgw_websocket_tunnels", {}),
+    ("qeetgw_websocket_bytes_total", {"direction": "to_upstream"}),
+    ("qeetgw_websocket_bytes_total", {"direction": "to_client"}),
+] + [("qeetgw_upstream_errors_total", {"kind": kind}) for kind in UPSTREAM_ERROR_KINDS]
+
+#: A configuration with a budget of its own for one prefix.
+ROUTE_BUDGET = {"RATE_LIMIT_ROUTES": "/api/v1/auth/login=10/60000"}
+
+
+class ZeroSeriesTests(TestCase):
+    """
+    The series of every configured service and budget exist, at 0, in the
+    first scrape: a dashboard shows 0, not "No data", and C{rate()} sees
+    the first increment.
+    """
+
+    def test_at_build(self) -> None:
+        memory = MemoryGateway(ROUTE_BUDGET, metrics=Metrics(process=False))
+        metrics = memory.gateway.metrics
+        assert metrics is not None
+        samples = scrape(metrics)
+        for service in memory.config.services:
+            for name, labels in SERVICE_SERIES:
+                self.assertEqual(
+                    value(samples, name, service=service.name, **labels), 0, (name, service.name, labels)
+                )
+        self.assertEqual(len(memory.config.services), 6)
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="default"), 0)
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="/api/v1/auth/login"), 0)
+        # Left to first use: no request yet, no series.
+        self.assertFalse([key for key in samples if key[0] == "qeetgw_requests_total"])
+
+    def test_counted_after(self) -> None:
+        """
+        The children made at start are the ones counted into: a request
+        moves the zero series, and makes no second one.
+        """
+        memory = MemoryGateway(
+            {"REQUIRE_AUTH": "false", "RATE_LIMIT_MAX": "1", **ROUTE_BUDGET}, metrics=Metrics(process=False)
+        )
+        metrics = memory.gateway.metrics
+        assert metrics is not None
+        self.assertEqual(memory.send(get(b"/api/v1/users/1")).code, 200)
+        self.assertEqual(memory.send(get(b"/api/v1/users/1")).code, 429)
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "qeetgw_request_duration_seconds_count", service="user-service"), 2)
+        self.assertEqual(value(samples, "qeetgw_upstream_time_to_first_byte_seconds_count", service="user-service"), 1)
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="default"), 1)
+        self.assertEqual(value(samples, "qeetgw_rate_limited_total", budget="/api/v1/auth/login"), 0)
+        self.assertEqual(
+            len([key for key in samples if key[0] == "qeetgw_rate_limited_total"]), 2
         )
 
 

@@ -92,6 +92,14 @@ class RateLimiter:
         self._key_mode = key_mode
         self._verifier = verifier
 
+    @property
+    def budgets(self) -> Tuple[Budget, ...]:
+        """
+        Every budget a request can be counted under: the default, then the
+        routes' (longest prefix first).
+        """
+        return (self._default,) + tuple(budget for _, budget in self._routes)
+
     def budget_for(self, path: bytes) -> Budget:
         """
         The budget of the raw request C{path}.
