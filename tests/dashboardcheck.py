@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Set
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Set
 
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
@@ -95,7 +95,7 @@ class Use:
 
     where: str
     metric: Optional[str]
-    labels: frozenset  # type: ignore[type-arg]
+    labels: FrozenSet[str]
 
 
 def uses(dashboard: Mapping[str, Any]) -> List[Use]:
@@ -129,7 +129,7 @@ def problems(dashboard: Mapping[str, Any], scrape: Mapping[str, Set[str]]) -> Li
     one line each; empty when it has everything.
     """
     found = []
-    anywhere = set().union(*scrape.values()) if scrape else set()
+    anywhere: Set[str] = set().union(*scrape.values())
     for use in uses(dashboard):
         wanted = use.labels - TARGET_LABELS
         if use.metric is None:
