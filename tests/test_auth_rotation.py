@@ -1,7 +1,10 @@
 """
 Tests for a JWT key rotation (JWT_PREVIOUS_SECRETS), in memory: the
 verifier tries the current key first and then the previous ones in order,
-and says which key verified a token (cache hits included).
+and says which key verified a token (cache hits included); the JWT guard
+counts that key in C{qeetgw_jwt_verified_total} and puts it in the access
+event; RATE_LIMIT_KEY=user works with a previous key's tokens; the start-up
+log says how each previous secret was read, never the key.
 
 Every token is minted here with pyjwt, never with the code under test.
 """
@@ -9,13 +12,26 @@ Every token is minted here with pyjwt, never with the code under test.
 from __future__ import annotations
 
 import base64
+import os
+from typing import Any, Dict, List
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.address import IPv4Address
+from twisted.logger import Logger, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import qeetgw.logging
 from qeetgw.auth import verifier as verifier_module
 from qeetgw.auth.keys import HMACKeySource, LabelledKey
 from qeetgw.auth.verifier import TokenVerifier
+from qeetgw.groupmetrics import GroupMetrics
+from qeetgw.logging import access_line, event_as_json
+from qeetgw.metricfiles import MetricDirectory, MetricFiles
+from qeetgw.metrics import Metrics
+from tests.gateway import MemoryGateway, token
+from tests.memory import get
 from tests.test_auth import SpyPyJWT, VerifierTestCase, hs_token, make_clock, make_config
+from tests.test_groupmetrics import scrape as scrape_group
+from tests.test_metrics import scrape, value
 
 #: The key rotated to (JWT_SECRET): 40 bytes, given as base64.
 NEW_KEY = bytes(range(40))
@@ -167,6 +183,169 @@ class HMACKeySourceTests(SynchronousTestCase):
 
     def test_repr_never_shows_a_key(self) -> None:
         self.assertNotIn("ppp", repr(LabelledKey("previous-1", b"p" * 32)))
+
+
+def bearer(key: bytes) -> bytes:
+    """
+    An Authorization header with a token signed with C{key}.
+    """
+    return b"Authorization: Bearer " + token(key=key).encode("ascii") + b"\r\n"
+
+
+class GuardTests(SynchronousTestCase):
+    """
+    The gateway in memory: the metric, the access event's C{jwt_key} and
+    the rate limit by user, with a rotation under way.
+    """
+
+    def setUp(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        # Straight to a list: trial's observer adds fields to global events.
+        self.patch(
+            qeetgw.logging,
+            "access_log",
+            Logger(namespace="qeetgw.access", observer=self.events.append),
+        )
+
+    def gateway(self, **env: str) -> MemoryGateway:
+        return MemoryGateway({**ROTATION, "METRICS_PORT": "tcp:0", **env})
+
+    def verified(self, memory: MemoryGateway, label: str) -> Any:
+        metrics = memory.gateway.metrics
+        assert metrics is not None
+        return value(scrape(metrics), "qeetgw_jwt_verified_total", key=label)
+
+    def test_every_key_is_scraped_at_zero_from_the_start(self) -> None:
+        memory = self.gateway()
+        self.assertEqual(
+            [self.verified(memory, label) for label in ("current", "previous-1", "previous-2")],
+            [0, 0, 0],
+        )
+
+    def test_counted_once_per_request_by_key_cache_hits_included(self) -> None:
+        memory = self.gateway()
+        statuses = [
+            memory.send(get(b"/api/v1/orders", bearer(key))).code
+            for key in (OLD_KEY, OLD_KEY, NEW_KEY, OLDER_KEY, STRANGER_KEY)
+        ]
+        self.assertEqual(statuses, [200, 200, 200, 200, 401])
+        self.assertEqual(
+            [self.verified(memory, label) for label in ("current", "previous-1", "previous-2")],
+            [1, 2, 1],
+        )
+        metrics = memory.gateway.metrics
+        assert metrics is not None
+        self.assertEqual(
+            value(scrape(metrics), "qeetgw_auth_failures_total", reason="bad_signature"), 1
+        )
+        # The second old token was a cache hit: old 2 checks, new 1, older 3, stranger 3.
+        self.assertEqual(memory.gateway.verifier.signature_checks, 9)
+
+    def test_access_event_carries_the_key_label(self) -> None:
+        memory = self.gateway()
+        memory.send(get(b"/api/v1/orders", bearer(OLD_KEY)))
+        memory.send(get(b"/api/v1/orders", bearer(OLD_KEY)))
+        memory.send(get(b"/api/v1/orders", bearer(NEW_KEY)))
+        memory.send(get(b"/api/v1/orders", bearer(STRANGER_KEY)))
+        memory.send(get(b"/api/v1/orders"))
+        memory.send(get(b"/health"))
+        self.assertEqual(
+            [(event["status"], event["jwt_key"]) for event in self.events],
+            [(200, "previous-1"), (200, "previous-1"), (200, "current"),
+             (401, None), (401, None), (200, None)],
+        )
+        for event in self.events:
+            # The fast JSON line and the general encoder agree on the field.
+            line = access_line(event)
+            self.assertIsNotNone(line)
+            self.assertIn('"jwt_key": ', line or "")
+            self.assertEqual(event_as_json(event)["jwt_key"], event["jwt_key"])
+        self.assertIn("jwt_key=previous-1", qeetgw.logging._message(self.events[0]))
+
+    def test_token_without_require_auth_is_still_labelled(self) -> None:
+        memory = self.gateway(REQUIRE_AUTH="false")
+        self.assertEqual(memory.send(get(b"/api/v1/orders", bearer(OLD_KEY))).code, 200)
+        self.assertEqual([event["jwt_key"] for event in self.events], ["previous-1"])
+        self.assertEqual(self.verified(memory, "previous-1"), 1)
+
+    def test_rate_limit_by_user_with_a_previous_key(self) -> None:
+        """
+        RATE_LIMIT_KEY=user: a token signed with a previous key names its
+        user, whose budget is the same whichever key signed the token.
+        """
+        memory = self.gateway(RATE_LIMIT_KEY="user", RATE_LIMIT_MAX="2")
+        elsewhere = IPv4Address("TCP", "198.51.100.7", 40000)
+        self.assertEqual(memory.send(get(b"/api/v1/orders", bearer(OLD_KEY))).code, 200)
+        # The same user from another address, with a token of the new key.
+        self.assertEqual(memory.send(get(b"/api/v1/orders", bearer(NEW_KEY)), elsewhere).code, 200)
+        refused = memory.send(get(b"/api/v1/orders", bearer(OLD_KEY)), elsewhere)
+        self.assertEqual(refused.code, 429)
+        # Another user with the old key has a budget of its own.
+        bob = b"Authorization: Bearer " + token(
+            {"sub": "bob@example.com"}, key=OLD_KEY
+        ).encode("ascii") + b"\r\n"
+        self.assertEqual(memory.send(get(b"/api/v1/orders", bob)).code, 200)
+        # Only the requests the guard saw are counted (not the 429).
+        self.assertEqual(
+            (self.verified(memory, "previous-1"), self.verified(memory, "current")), (2, 1)
+        )
+
+
+class StartUpLogTests(SynchronousTestCase):
+    """
+    The start-up log says how each previous secret was read, never the key.
+    """
+
+    def test_each_previous_key_is_described(self) -> None:
+        events: List[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        MemoryGateway(ROTATION)
+        described = [
+            (event["key_label"], event["reading"], event["key_bytes"])
+            for event in events
+            if "JWT_PREVIOUS_SECRETS" in (event.get("log_format") or "")
+        ]
+        self.assertEqual(described, [("previous-1", "text", 38), ("previous-2", "base64", 64)])
+        text = "\n".join(repr(event_as_json(event)) for event in events)
+        for secret in (NEW_SECRET, OLD_SECRET, OLDER_SECRET, "the-old-secret"):
+            self.assertNotIn(secret, text)
+
+
+class WorkerFilesTests(TestCase):
+    """
+    With workers, each worker's series exist in its metric files from the
+    start, and the supervisor's scrape sums them.
+    """
+
+    def test_two_workers_summed_by_key(self) -> None:
+        path = self.mktemp()
+        os.makedirs(path)
+        directory = MetricDirectory(path)
+        group = GroupMetrics(directory, dict, process=False)
+        workers = []
+        for pid, index in ((201, "0"), (202, "1")):
+            files = MetricFiles(path, str(pid), index)
+            self.addCleanup(files.close)
+            workers.append(
+                MemoryGateway(
+                    {**ROTATION, "HEALTH_CHECK_INTERVAL_MS": "0"}, metrics=Metrics(files=files)
+                )
+            )
+        samples = scrape_group(group)
+        for label in ("current", "previous-1", "previous-2"):
+            self.assertEqual(
+                value(samples, "qeetgw_jwt_verified_total", key=label), 0, label
+            )
+        workers[0].send(get(b"/api/v1/orders", bearer(OLD_KEY)))
+        workers[1].send(get(b"/api/v1/orders", bearer(OLD_KEY)))
+        workers[1].send(get(b"/api/v1/orders", bearer(NEW_KEY)))
+        samples = scrape_group(group)
+        self.assertEqual(
+            [value(samples, "qeetgw_jwt_verified_total", key=label)
+             for label in ("current", "previous-1", "previous-2")],
+            [1, 2, 0],
+        )
 
 
 class NoRotationTests(SynchronousTestCase):
