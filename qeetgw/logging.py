@@ -4,8 +4,10 @@ Access-log events and the log observers.
 Each finished request is one event, with its fields as data: C{method},
 C{path}, C{status}, C{duration_ms}, C{bytes_sent}, C{correlation_id},
 C{client_ip}, C{service}, C{upstream_status}, C{tries} and C{instance} (how many
-tries the request took and the instance that answered), and C{trace_id} (the W3C trace the
-request belongs to, see L{qeetgw.tracecontext}).  The text observer renders
+tries the request took and the instance that answered), C{trace_id} (the W3C trace the
+request belongs to, see L{qeetgw.tracecontext}) and C{jwt_key} (the label of the key
+that verified the request's token, see L{qeetgw.auth.keys.LabelledKey}; L{None} when
+none was verified).  The text observer renders
 its format string for people; the JSON observer writes one JSON object a line
 for log shippers (not twisted's RFC 7464 records).
 """
@@ -40,6 +42,7 @@ _ACCESS_FORMAT = (
     "{method} {path} {status} {duration_ms}ms {bytes_sent}B"
     " service={service} upstream_status={upstream_status}"
     " client={client_ip} correlation_id={correlation_id} trace_id={trace_id}"
+    " jwt_key={jwt_key}"
 )
 
 
@@ -57,6 +60,7 @@ ACCESS_FIELDS = (
     "tries",
     "instance",
     "trace_id",
+    "jwt_key",
 )
 
 
@@ -82,6 +86,7 @@ def access_event(request: IRequest, now: float, finished: bool = True) -> None:
         tries=state.tries,
         instance=state.instance,
         trace_id=trace_of(request).trace_id,
+        jwt_key=state.jwt_key,
     )
 
 

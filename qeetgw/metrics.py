@@ -9,8 +9,9 @@ never count into each other, and a scrape shows only what we chose.
 Labels are bounded: a service name (from configuration), C{gateway} for the
 gateway's own endpoints, C{none} for an /api path no route matches; a
 method from a fixed set, else C{OTHER}; a status class; a budget name (from
-configuration); a fixed set of error kinds and token-refusal reasons.  Never
-a raw path or a user id.
+configuration); a fixed set of error kinds and token-refusal reasons; the
+label of the key that verified a token (C{current}, C{previous-1}, ...,
+C{jwks}: from configuration, never the key).  Never a raw path or a user id.
 
 The hot path takes label children bound once (a dictionary look-up per
 request, not prometheus_client's C{labels()} with its lock and argument
@@ -374,6 +375,12 @@ class Metrics:
         self.jwks_fetches = counter(
             "qeetgw_jwks_fetches", "JWKS fetches, by outcome", ["outcome"], registry=r,
         )
+        self.jwt_verified = counter(
+            "qeetgw_jwt_verified",
+            "Requests whose token was verified, by the key that verified it (current, "
+            "previous-1, ..., jwks)",
+            ["key"], registry=r,
+        )
         #: With files: the open connections (the live workers' added up)
         #: and each worker's instance states, written by the worker.
         self.connections_open: Optional[Gauge] = None
@@ -400,6 +407,7 @@ class Metrics:
         self._auth = {label: self.auth_failures.labels(label) for label in _AUTH_LABELS}
         self._jwks = {outcome: self.jwks_fetches.labels(outcome) for outcome in ("success", "failure")}
         self._budgets: Dict[str, Any] = {}
+        self._jwt_keys: Dict[str, Any] = {}
         self._connections: Optional[_Connections] = None
 
     def watch_instances(self, upstreams: Any, clock: IReactorTime) -> Optional[InstanceGauge]:
@@ -490,6 +498,26 @@ class Metrics:
         Count a 401 for C{reason} (a TokenRejected reason or L{MISSING_TOKEN}).
         """
         self._auth[reason if reason == MISSING_TOKEN else auth_reason_label(reason)].inc()
+
+    def watch_jwt_keys(self, labels: Iterable[str]) -> None:
+        """
+        Make the C{qeetgw_jwt_verified} series of every key label in
+        C{labels} now, at 0: a key no token has used yet (the current one,
+        just after a rotation) is scraped as 0 rather than missing.
+        """
+        for label in labels:
+            if label not in self._jwt_keys:
+                self._jwt_keys[label] = self.jwt_verified.labels(label)
+
+    def jwt_verified_with(self, label: str) -> None:
+        """
+        Count a request whose token was verified with the key labelled
+        C{label} (from configuration: bounded).
+        """
+        child = self._jwt_keys.get(label)
+        if child is None:
+            child = self._jwt_keys[label] = self.jwt_verified.labels(label)
+        child.inc()
 
     def jwks_fetch(self, outcome: str) -> None:
         """

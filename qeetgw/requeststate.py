@@ -60,6 +60,8 @@ class RequestState:
     @ivar instance: the instance that answered (its base URL).
     @ivar query_token: the bearer token a WebSocket handshake carried in
         its query string (JWT_QUERY_PARAM), taken out of its target.
+    @ivar jwt_key: the label of the key that verified the request's token
+        (C{current}, C{previous-1}, ..., C{jwks}), once one did.
     @ivar logged: the access event was emitted (it is emitted once).
     @ivar counted: the request was counted in the metrics (once).
     """
@@ -79,6 +81,7 @@ class RequestState:
     tries: Optional[int] = None
     instance: Optional[str] = None
     query_token: Optional[str] = None
+    jwt_key: Optional[str] = None
     logged: bool = False
     counted: bool = False
 

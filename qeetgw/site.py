@@ -31,7 +31,7 @@ from qeetgw.app import GatewayApp
 from qeetgw.auth.guard import JWTGuard
 from qeetgw.auth.verifier import TokenVerifier
 from qeetgw.clientlimits import ClientLimits
-from qeetgw.config import Config
+from qeetgw.config import Config, previous_key_label
 from qeetgw.cors import CORS, CORSPolicy
 from qeetgw.headers import SecurityHeaders
 from qeetgw.metrics import (
@@ -224,6 +224,18 @@ def log_hmac_key(config: Config) -> None:
         key_bytes=len(read.key),
         encoding=config.jwt_secret_encoding,
     )
+    # The same for each previous key, by its label: the label is what the
+    # access log and the metrics name it by during the rotation.
+    for position, previous in enumerate(config.read_previous_hmac_keys(), 1):
+        log.info(
+            "JWT_PREVIOUS_SECRETS item {position} ({key_label}) read as {reading}: a "
+            "{key_bytes}-byte HMAC key (JWT_SECRET_ENCODING={encoding})",
+            position=position,
+            key_label=previous_key_label(position),
+            reading=previous.reading,
+            key_bytes=len(previous.key),
+            encoding=config.jwt_secret_encoding,
+        )
 
 
 def startup_warnings(config: Config) -> List[str]:
@@ -282,6 +294,8 @@ def build_site(
         on_jwks_fetch=metrics.jwks_fetch if metrics is not None else None,
     )
     log_hmac_key(config)
+    if metrics is not None:
+        metrics.watch_jwt_keys(verifier.key_labels)
     routes = RouteTable.from_services(config.services)
     # One set of ServiceUpstreams for the proxy and the health checks: what
     # the probes find is what balancing skips, and what /health/services shows

@@ -64,6 +64,10 @@ class Identity:
         without control characters; else L{None}.
     @ivar claims: every claim of the token, read-only.
     @ivar expires_at: the C{exp} claim, in seconds since the epoch.
+    @ivar key_label: the label of the key that verified the token
+        (C{current}, C{previous-1}, ..., C{jwks}: see
+        L{qeetgw.auth.keys.LabelledKey}); L{None} for an identity no
+        verifier made.
     """
 
     subject: Optional[str]
@@ -72,6 +76,7 @@ class Identity:
     # A read-only mapping is not hashable; the other fields identify enough.
     claims: Mapping[str, Any] = attrs.field(hash=False)
     expires_at: float
+    key_label: Optional[str] = None
 
 
 def algorithm_for_key(key: bytes) -> str:
@@ -224,9 +229,12 @@ def _user_id(value: Any) -> Optional[str]:
     return _header_safe(value)
 
 
-def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
+def identity_from_claims(
+    claims: Mapping[str, Any], key_label: Optional[str] = None
+) -> Identity:
     """
-    The L{Identity} that checked C{claims} stand for.
+    The L{Identity} that checked C{claims} stand for, verified with the key
+    labelled C{key_label}.
     """
     return Identity(
         subject=_header_safe(claims.get("sub")),
@@ -234,4 +242,5 @@ def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
         role=_header_safe(claims.get("role")),
         claims=MappingProxyType(dict(claims)),
         expires_at=float(claims["exp"]),
+        key_label=key_label,
     )

@@ -12,6 +12,10 @@ JWTGuard: the resource wrapper that asks for a valid token on /api/*.
 - After verification the services learn who is calling through
   X-User-Id, X-User-Email and X-User-Role; a client's own copies of these
   headers are removed from every request, authenticated or not.
+- Which key verified the token (its label: C{current}, C{previous-1}, ...)
+  goes to the access event (C{jwt_key}) and is counted
+  (C{qeetgw_jwt_verified_total}), once per request: what shows when a
+  previous key stops being used.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from qeetgw.auth.claims import Identity, TokenRejected
 from qeetgw.correlation import correlation_id
 from qeetgw.errors import GatewayError, render_error
 from qeetgw.fields import KnownNames
-from qeetgw.requeststate import target_of
+from qeetgw.requeststate import state_of, target_of
 from qeetgw.wrapping import Wrapper, render_when
 
 if TYPE_CHECKING:
@@ -75,7 +79,8 @@ class JWTGuard(Wrapper):
     @param verifier: verifies tokens.
     @param require_auth: whether a request without a token is refused.
     @param public_paths: the paths that need no token.
-    @param metrics: where 401s are counted by reason; L{None} counts nothing.
+    @param metrics: where 401s are counted by reason, and verified tokens
+        by key; L{None} counts nothing.
     """
 
     def __init__(
@@ -135,6 +140,10 @@ class JWTGuard(Wrapper):
                 request, "Invalid or expired token", b'Bearer error="invalid_token"'
             )
         identity: Identity = result
+        if identity.key_label is not None:
+            state_of(request).jwt_key = identity.key_label
+            if self._metrics is not None:
+                self._metrics.jwt_verified_with(identity.key_label)
         headers = request.requestHeaders
         user_id = identity.user_id if identity.user_id is not None else identity.subject
         _NAMES.set(

@@ -17,6 +17,7 @@ from typing import (
     Mapping,
     Optional,
     Protocol,
+    Sequence,
     Tuple,
     Union,
     cast,
@@ -47,9 +48,10 @@ from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from qeetgw.auth.claims import TokenRejected
-from qeetgw.auth.keys import IKeySource
+from qeetgw.auth.keys import IKeySource, LabelledKey
 from qeetgw.config import (
     ASYMMETRIC_ALGORITHMS,
+    JWKS_KEY_LABEL,
 )
 
 if TYPE_CHECKING:
@@ -298,6 +300,9 @@ class JWKSKeySource:
             fetch ends (the metrics count them).
         """
         self.algorithms: FrozenSet[str] = frozenset(algorithms)
+        #: Every key of the set has the one label: which of them verified a
+        #: token is its key id, which the auth-service chooses (unbounded).
+        self.key_labels: Tuple[str, ...] = (JWKS_KEY_LABEL,)
         if not self.algorithms <= frozenset(ASYMMETRIC_ALGORITHMS):
             raise ValueError(f"not asymmetric algorithms: {sorted(self.algorithms)}")
         self._url = url
@@ -316,20 +321,20 @@ class JWKSKeySource:
 
     # -- IKeySource ---------------------------------------------------------
 
-    def key_for(self, algorithm: str, key_id: Optional[str]) -> Any:
+    def keys_for(self, algorithm: str, key_id: Optional[str]) -> Sequence[LabelledKey]:
         """
         The key with id C{key_id} that verifies C{algorithm}; for a token
         without a key id, the only key that verifies C{algorithm}, if there
-        is exactly one.
+        is exactly one; else none.
         """
         fitting = [
             key
             for key in self._keys
             if algorithm in key.algorithms and (key_id is None or key.key_id == key_id)
         ]
-        if key_id is None and len(fitting) != 1:
-            return None
-        return fitting[0].key if fitting else None
+        if not fitting or (key_id is None and len(fitting) != 1):
+            return ()
+        return (LabelledKey(JWKS_KEY_LABEL, fitting[0].key),)
 
     def refresh(self) -> "Optional[Deferred[None]]":
         """

@@ -6,7 +6,9 @@ issues it: the signature with pyjwt, for an algorithm on an explicit
 allow-list and only with a key of that algorithm's family (the HMAC secret
 for HS*, a JWKS public key for RS*/PS*/ES*/EdDSA, see L{qeetgw.auth.keys}
 and L{qeetgw.auth.jwks}); then the claims (L{qeetgw.auth.claims}) against
-an injected clock.  Verified tokens are remembered in a L{TokenCache} until
+an injected clock.  During a key rotation the HMAC secrets JWT_SECRET had
+before are tried after the current one; the identity says which key
+verified the token (its label).  Verified tokens are remembered in a L{TokenCache} until
 they expire, so the hot path is a dictionary lookup and no reactor round
 trip.
 """
@@ -21,6 +23,7 @@ from typing import (
     Dict,
     List,
     Optional,
+    Sequence,
     Tuple,
 )
 
@@ -41,7 +44,7 @@ from qeetgw.auth.claims import (
     not_before,
 )
 from qeetgw.auth.jwks import JWKSClient, JWKSKeySource, make_jwks_client
-from qeetgw.auth.keys import HMACKeySource, IKeySource
+from qeetgw.auth.keys import HMACKeySource, IKeySource, LabelledKey
 from qeetgw.config import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
@@ -206,7 +209,8 @@ class TokenVerifier(Service):
         hmac_key = config.hmac_key()
         hmac_algorithms = [name for name in config.jwt_algorithms if name in HMAC_ALGORITHMS]
         if hmac_key is not None and hmac_algorithms:
-            hmac_source = HMACKeySource(hmac_key, hmac_algorithms)
+            previous = [read.key for read in config.read_previous_hmac_keys()]
+            hmac_source = HMACKeySource(hmac_key, hmac_algorithms, previous)
             if hmac_source.algorithms:
                 sources.append(hmac_source)
         public_algorithms = [
@@ -236,11 +240,22 @@ class TokenVerifier(Service):
         self._sources: Dict[str, IKeySource] = {
             name: source for source in sources for name in source.algorithms
         }
+        self._key_labels = tuple(label for source in sources for label in source.key_labels)
+
+    @property
+    def key_labels(self) -> Tuple[str, ...]:
+        """
+        The labels of every key a token may be verified with (C{current},
+        C{previous-1}, ..., C{jwks}), in the order they are tried: the
+        values an L{Identity}'s C{key_label} can take.
+        """
+        return self._key_labels
 
     @property
     def signature_checks(self) -> int:
         """
-        How many times a signature was checked with pyjwt (cache misses).
+        How many times a signature was checked with pyjwt: once per key
+        tried, on cache misses only.
         """
         return self._signature_checks
 
@@ -284,9 +299,9 @@ class TokenVerifier(Service):
             source = self._sources.get(algorithm)
             if source is None:
                 raise TokenRejected("algorithm not allowed")
-            key = source.key_for(algorithm, key_id)
-            if key is not None:
-                return succeed(self._verify_with(token, algorithm, key))
+            keys = source.keys_for(algorithm, key_id)
+            if keys:
+                return succeed(self._verify_with(token, algorithm, keys))
             refreshed = source.refresh()
             if refreshed is None:
                 raise TokenRejected(source.missing_reason())
@@ -294,41 +309,62 @@ class TokenVerifier(Service):
             return fail(rejected)
 
         def retry(_: None) -> Identity:
-            key = source.key_for(algorithm, key_id)
-            if key is None:
+            keys = source.keys_for(algorithm, key_id)
+            if not keys:
                 raise TokenRejected(source.missing_reason())
-            return self._verify_with(token, algorithm, key)
+            return self._verify_with(token, algorithm, keys)
 
         return refreshed.addCallback(retry)
 
-    def _verify_with(self, token: str, algorithm: str, key: Any) -> Identity:
+    def _verify_with(
+        self, token: str, algorithm: str, keys: Sequence[LabelledKey]
+    ) -> Identity:
         """
-        Check C{token}'s signature with C{key} for C{algorithm} only, then
-        its claims now; remember it when it passes.
+        Check C{token}'s signature with the first of C{keys} that verifies
+        it, for C{algorithm} only, then its claims now; remember it, with
+        that key's label, when it passes.
 
         @raise TokenRejected: when it does not.
         """
-        self._signature_checks += 1
-        try:
-            claims = _PYJWT.decode(
-                token, key, algorithms=[algorithm], options=_SIGNATURE_ONLY
-            )
-        except jwt.InvalidSignatureError:
-            raise TokenRejected("bad signature")
-        except jwt.InvalidAlgorithmError:
-            raise TokenRejected("algorithm not allowed")
-        except jwt.InvalidKeyError:
-            raise TokenRejected("key refused")
-        except jwt.PyJWTError:
-            raise TokenRejected("malformed token")
+        claims, label = self._signed_claims(token, algorithm, keys)
         now = self._clock.seconds()
         check_claims(claims, now, self._policy)
-        identity = identity_from_claims(claims)
+        identity = identity_from_claims(claims, label)
         leeway = self._policy.leeway_s
         self._cache.put(
             token, identity, not_before(claims, leeway), identity.expires_at + leeway
         )
         return identity
+
+    def _signed_claims(
+        self, token: str, algorithm: str, keys: Sequence[LabelledKey]
+    ) -> Tuple[Dict[str, Any], str]:
+        """
+        C{token}'s claims and the label of the first of C{keys} its
+        signature verifies with.  Keys are tried in order, the current one
+        first, so a token it signed costs one check however many previous
+        keys there are.
+
+        @raise TokenRejected: (C{"bad signature"}) when none of them
+            verifies it, or as soon as one says the token or the key is
+            unusable whatever the key.
+        """
+        for labelled in keys:
+            self._signature_checks += 1
+            try:
+                claims = _PYJWT.decode(
+                    token, labelled.key, algorithms=[algorithm], options=_SIGNATURE_ONLY
+                )
+            except jwt.InvalidSignatureError:
+                continue  # Perhaps signed with the next key.
+            except jwt.InvalidAlgorithmError:
+                raise TokenRejected("algorithm not allowed")
+            except jwt.InvalidKeyError:
+                raise TokenRejected("key refused")
+            except jwt.PyJWTError:
+                raise TokenRejected("malformed token")
+            return claims, labelled.label
+        raise TokenRejected("bad signature")
 
 
 def _algorithm_and_key_id(token: str) -> Tuple[str, Optional[str]]:

@@ -29,11 +29,14 @@ from qeetgw.config.errors import ConfigError
 from qeetgw.config.jjwt import jjwt_base64_decode
 from qeetgw.config.jwtkeys import (
     ASYMMETRIC_ALGORITHMS,
+    CURRENT_KEY_LABEL,
     HMAC_ALGORITHMS,
     HMAC_KEY_BYTES,
+    JWKS_KEY_LABEL,
     MINIMUM_HMAC_KEY_BYTES,
     HMACKey,
     derive_hmac_key,
+    previous_key_label,
     read_hmac_key,
 )
 from qeetgw.config.load import load_config
@@ -53,9 +56,11 @@ from qeetgw.config.variable import Variable
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
+    "CURRENT_KEY_LABEL",
     "DEFAULT_PUBLIC_PATHS",
     "HMAC_ALGORITHMS",
     "HMAC_KEY_BYTES",
+    "JWKS_KEY_LABEL",
     "MAXIMUM_JWT_LEEWAY_S",
     "MINIMUM_HMAC_KEY_BYTES",
     "REDIS_DEFAULT_PORT",
@@ -72,6 +77,7 @@ __all__ = [
     "jjwt_base64_decode",
     "load_config",
     "parse_redis_url",
+    "previous_key_label",
     "read_dotenv",
     "read_hmac_key",
 ]

@@ -1,19 +1,20 @@
 """
 The checks that span several variables, run once every variable is parsed:
-the JWT key sources and algorithms, dns discovery against https:// service
+the JWT key sources and algorithms (JWT_PREVIOUS_SECRETS included), dns discovery against https:// service
 URLs, and workers against the kind of endpoint.  Each adds one problem line
 per conflict; none raises.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from qeetgw.config.jwtkeys import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
     HMAC_KEY_BYTES,
     MINIMUM_HMAC_KEY_BYTES,
+    previous_key_label,
     read_hmac_key,
 )
 from qeetgw.config.services import SERVICE_URL_VARIABLES
@@ -77,21 +78,29 @@ def check_jwt(
         )
     key = _check_hmac_key(secret, values.get("JWT_SECRET_ENCODING"), problems)
     _check_jwt_algorithms(values, given, key, problems)
+    _check_previous_keys(values, key, problems)
 
 
 def _check_hmac_key(
-    secret: Optional[str], encoding: Optional[str], problems: List[str]
+    secret: Optional[str],
+    encoding: Optional[str],
+    problems: List[str],
+    name: str = "JWT_SECRET",
+    hint: str = "",
 ) -> Optional[bytes]:
     """
     The HMAC key of a set C{secret}, when the auth-service could use it;
     else L{None}, with a problem line when it is set but unusable.
+
+    @param name: how the problem line names the secret.
+    @param hint: added to the line of a text key too short.
     """
     if secret is None or encoding is None:
         return None  # Unset, or JWT_SECRET_ENCODING has its own line.
     try:
         read = read_hmac_key(secret, encoding)
     except ValueError as error:
-        problems.append(f"JWT_SECRET: {error}")
+        problems.append(f"{name}: {error}")
         return None
     if len(read.key) < MINIMUM_HMAC_KEY_BYTES:
         how = (
@@ -99,11 +108,59 @@ def _check_hmac_key(
             else "(its UTF-8 text, not base64)"
         )
         problems.append(
-            f"JWT_SECRET: the key is {len(read.key)} bytes {how}; the auth-service "
+            f"{name}: the key is {len(read.key)} bytes {how}; the auth-service "
             f"(jjwt) needs at least {MINIMUM_HMAC_KEY_BYTES}"
+            + (hint if read.reading == "text" else "")
         )
         return None
     return read.key
+
+
+def _check_previous_keys(
+    values: Mapping[str, Any], current: Optional[bytes], problems: List[str]
+) -> None:
+    """
+    JWT_PREVIOUS_SECRETS: only beside JWT_SECRET, each item a key the
+    auth-service could have signed with and that an allowed HMAC algorithm
+    fits, and no key listed twice (JWT_SECRET's included).  A problem line
+    names an item by its position and label, never by its text.
+
+    @param current: JWT_SECRET's key, when usable.
+    """
+    previous = values.get("JWT_PREVIOUS_SECRETS")
+    if not previous:
+        return  # Unset, or its own problem line.
+    if values.get("JWT_SECRET") is None:
+        problems.append(
+            "JWT_PREVIOUS_SECRETS is set but JWT_SECRET is not: previous secrets are "
+            "accepted only beside the current one (JWT_SECRET, the secret the "
+            "auth-service signs with)"
+        )
+        return
+    algorithms = values.get("JWT_ALGORITHMS") or ()
+    hmac_algorithms = [name for name in algorithms if name in HMAC_ALGORITHMS]
+    seen: Dict[bytes, str] = {} if current is None else {current: "JWT_SECRET"}
+    for position, secret in enumerate(previous, 1):
+        name = f"JWT_PREVIOUS_SECRETS item {position} ({previous_key_label(position)})"
+        # A text key may be short because a comma split it.
+        hint = " (a secret that contains a comma cannot be listed: the comma splits it)"
+        key = _check_hmac_key(secret, values.get("JWT_SECRET_ENCODING"), problems, name, hint)
+        if key is None:
+            continue
+        if hmac_algorithms and all(len(key) < HMAC_KEY_BYTES[alg] for alg in hmac_algorithms):
+            problems.append(
+                f"{name}: the key is {len(key)} bytes, too short for "
+                f"{', '.join(hmac_algorithms)} (JWT_ALGORITHMS; HS256 needs 32 bytes, "
+                "HS384 48, HS512 64)"
+            )
+        earlier = seen.get(key)
+        if earlier is not None:
+            problems.append(
+                f"{name}: the same key as {earlier}; list each previous key once, "
+                "and never the current one"
+            )
+        else:
+            seen[key] = name
 
 
 def _check_jwt_algorithms(

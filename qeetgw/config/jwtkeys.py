@@ -33,6 +33,22 @@ MINIMUM_HMAC_KEY_BYTES = 32
 HMAC_KEY_BYTES: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
+#: The label of the key JWT_SECRET stands for, in the access log and the
+#: metrics: which key verified a token, never the key.
+CURRENT_KEY_LABEL = "current"
+
+#: The label of a key from JWT_JWKS_URL.
+JWKS_KEY_LABEL = "jwks"
+
+
+def previous_key_label(position: int) -> str:
+    """
+    The label of the JWT_PREVIOUS_SECRETS item at C{position} (1-based):
+    C{previous-1}, C{previous-2}, ...
+    """
+    return f"previous-{position}"
+
+
 @attrs.frozen
 class HMACKey:
     """

@@ -36,6 +36,7 @@ from qeetgw.config.parsers import (
     optional_text,
     required_text,
     secret,
+    secret_list,
     whole_number,
     worker_count,
 )
@@ -110,6 +111,14 @@ class Config:
         "How JWT_SECRET becomes the key: auto (as the auth-service: decoded by jjwt's "
         "Decoders.BASE64, else, when that fails, its UTF-8 bytes), base64 (that decoding, "
         "required) or raw (always its UTF-8 bytes)",
+    )
+    #: JWT_PREVIOUS_SECRETS: secrets JWT_SECRET had before a key rotation,
+    #: in order, each read as JWT_SECRET is; see L{read_previous_hmac_keys}.
+    jwt_previous_secrets: Tuple[str, ...] = setting(
+        "JWT_PREVIOUS_SECRETS", "", secret_list,
+        "Comma list of earlier JWT_SECRET values whose tokens are still accepted during "
+        "a key rotation, each read as JWT_SECRET is (JWT_SECRET_ENCODING) and stripped "
+        "of surrounding whitespace; a secret that contains a comma cannot be listed",
     )
     jwt_issuer: str = setting(
         "JWT_ISSUER", "http://localhost:4001", required_text,
@@ -416,3 +425,17 @@ class Config:
         if self.jwt_secret is None:
             return None
         return read_hmac_key(self.jwt_secret, self.jwt_secret_encoding)
+
+    def read_previous_hmac_keys(self) -> Tuple[HMACKey, ...]:
+        """
+        The HMAC keys JWT_PREVIOUS_SECRETS stands for, in its order, each
+        read as JWT_SECRET is (see L{read_hmac_key}); empty when it is not
+        set.
+
+        @raise ValueError: as L{hmac_key}, for an item
+            (L{qeetgw.config.load.load_config} refuses that configuration).
+        """
+        return tuple(
+            read_hmac_key(secret, self.jwt_secret_encoding)
+            for secret in self.jwt_previous_secrets
+        )

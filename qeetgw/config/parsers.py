@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from cryptography import x509
 
@@ -114,6 +114,28 @@ def secret(text: str) -> Optional[str]:
     blank value means unset.
     """
     return text if text.strip() else None
+
+
+def secret_list(text: str) -> Tuple[str, ...]:
+    """
+    A comma list of secrets (JWT_PREVIOUS_SECRETS), in order, each stripped
+    of surrounding whitespace; a blank value is the empty list.  A secret
+    that contains a comma cannot be listed: the comma splits it.
+
+    @raise Invalid: for an empty item (C{a,,b}, a trailing comma), without
+        repeating the value.
+    """
+    if not text.strip():
+        return ()
+    items = tuple(item.strip() for item in text.split(","))
+    for position, item in enumerate(items, 1):
+        if not item:
+            raise Invalid(
+                f"item {position} of {len(items)} is empty; separate the secrets with single "
+                "commas (a secret that contains a comma cannot be listed)",
+                hide_value=True,
+            )
+    return items
 
 
 _BYTE_UNITS: Mapping[str, int] = {
