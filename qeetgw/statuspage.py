@@ -1,0 +1,139 @@
+"""
+The status page's resources, mounted on the metrics listener (never the
+public port): C{/status} (HTML), C{/status.js}, C{/status.css} and
+C{/status.json} (the data behind the page, L{qeetgw.statusreport}).
+
+Every answer carries the gateway's own security headers
+(L{qeetgw.headers.apply_security_headers}), its Content-Security-Policy
+included, so the page is proved to work under that policy; none says which
+server software answered.  Only GET and HEAD are served; anything else, or
+a path below one of these, is the gateway's JSON error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+
+from qeetgw.errors import GatewayError, dumps, render_error
+from qeetgw.headers import apply_security_headers
+from qeetgw.statusassets import PAGE, SCRIPT, STYLE
+
+log = Logger()
+
+#: The code of the answer where the status cannot be given (with workers).
+NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+
+
+def _prepare(request: IRequest) -> Any:
+    """
+    The security headers, and no Server field; L{None} when the request
+    may be served, else the body of its JSON error.
+    """
+    apply_security_headers(request)
+    request.responseHeaders.removeHeader(b"server")
+    if request.method not in (b"GET", b"HEAD"):
+        request.setHeader(b"allow", b"GET, HEAD")
+        method = request.method.decode("latin-1")
+        return render_error(
+            request, GatewayError("METHOD_NOT_ALLOWED", f"Method {method} not allowed here")
+        )
+    if request.postpath:
+        path = (request.path or b"/").decode("latin-1")
+        return render_error(request, GatewayError("NOT_FOUND", f"Route GET {path} not found"))
+    return None
+
+
+class _Fixed(Resource):
+    """
+    A fixed text file: the page, its script or its style sheet.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: str, content_type: bytes) -> None:
+        super().__init__()
+        self._body = body.encode("utf-8")
+        self._content_type = content_type
+
+    def render(self, request: IRequest) -> bytes:
+        refused = _prepare(request)
+        if refused is not None:
+            return refused  # type: ignore[no-any-return]
+        request.setHeader(b"content-type", self._content_type)
+        # Fetched again on each load: a gateway upgraded in place serves
+        # the page and script of its own version.
+        request.setHeader(b"cache-control", b"no-cache")
+        return self._body
+
+
+class StatusJSON(Resource):
+    """
+    C{/status.json}: what C{report} returns, as compact JSON, never cached.
+    A fault while reading the status is the gateway's JSON 500 (logged),
+    never a traceback.
+    """
+
+    isLeaf = True
+
+    def __init__(self, report: Callable[[], Mapping[str, Any]]) -> None:
+        super().__init__()
+        self._report = report
+
+    def render(self, request: IRequest) -> bytes:
+        refused = _prepare(request)
+        if refused is not None:
+            return refused  # type: ignore[no-any-return]
+        try:
+            body = dumps(self._report())
+        except Exception:
+            log.failure("status report failed")
+            return render_error(request, GatewayError("INTERNAL_ERROR", "Internal server error"))
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+
+class StatusUnavailable(Resource):
+    """
+    What answers every status path where the status cannot be given: a 501
+    with the gateway's JSON error saying why (rather than a page of wrong
+    data).
+    """
+
+    isLeaf = True
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self._why = why
+
+    def render(self, request: IRequest) -> bytes:
+        apply_security_headers(request)
+        request.responseHeaders.removeHeader(b"server")
+        return render_error(request, GatewayError(NOT_IMPLEMENTED, self._why, 501))
+
+
+def status_resources(report: Callable[[], Mapping[str, Any]]) -> Dict[bytes, IResource]:
+    """
+    The status page's resources by child name, to mount at the root of the
+    metrics listener.
+
+    @param report: what C{/status.json} serves, read on each request.
+    """
+    return {
+        b"status": _Fixed(PAGE, b"text/html; charset=utf-8"),
+        b"status.js": _Fixed(SCRIPT, b"text/javascript; charset=utf-8"),
+        b"status.css": _Fixed(STYLE, b"text/css; charset=utf-8"),
+        b"status.json": StatusJSON(report),
+    }
+
+
+def unavailable_resources(why: str) -> Dict[bytes, IResource]:
+    """
+    The same paths as L{status_resources}, each answering 501 for C{why}.
+    """
+    unavailable = StatusUnavailable(why)
+    return {name: unavailable for name in (b"status", b"status.js", b"status.css", b"status.json")}
