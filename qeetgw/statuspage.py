@@ -5,8 +5,9 @@ C{/status.json} (the data behind the page, L{qeetgw.statusreport}).
 
 Every answer carries the gateway's own security headers
 (L{qeetgw.headers.apply_security_headers}), its Content-Security-Policy
-included, so the page is proved to work under that policy; none says which
-server software answered.  Only GET and HEAD are served; anything else, or
+included, so the page is proved to work under that policy (over plain HTTP
+without C{upgrade-insecure-requests}: see L{apply_status_headers}); none
+says which server software answered.  Only GET and HEAD are served; anything else, or
 a path below one of these, is the gateway's JSON error.
 """
 
@@ -19,7 +20,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from qeetgw.errors import GatewayError, dumps, render_error
-from qeetgw.headers import apply_security_headers
+from qeetgw.headers import HELMET_HEADERS, apply_security_headers
 from qeetgw.statusassets import PAGE, SCRIPT, STYLE
 
 log = Logger()
@@ -28,13 +29,45 @@ log = Logger()
 NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
 
 
-def _prepare(request: IRequest) -> Any:
+def _without_upgrade(policy: bytes) -> bytes:
     """
-    The security headers, and no Server field; L{None} when the request
-    may be served, else the body of its JSON error.
+    C{policy}, a Content-Security-Policy, without its
+    C{upgrade-insecure-requests} directive.
+    """
+    kept = [d for d in policy.split(b";") if d.strip().lower() != b"upgrade-insecure-requests"]
+    return b";".join(kept)
+
+
+#: The gateway's Content-Security-Policy (helmet's, L{HELMET_HEADERS}).
+_POLICY = dict(HELMET_HEADERS)[b"Content-Security-Policy"]
+#: The same policy for the page served over plain HTTP: without
+#: C{upgrade-insecure-requests}, which makes a browser fetch the page's own
+#: script and data over https, where a plain listener (METRICS_PORT is
+#: usually C{tcp:}) does not answer, and the page would stay empty.
+#: (Chromium exempts loopback addresses, so only a page reached on another
+#: address shows it.)  Every other directive, C{script-src 'self'} and
+#: C{script-src-attr 'none'} included, stays as the gateway sends it.
+_PLAIN_POLICY = _without_upgrade(_POLICY)
+
+
+def apply_status_headers(request: IRequest) -> None:
+    """
+    The gateway's security headers (L{apply_security_headers}) on a status
+    answer, without C{upgrade-insecure-requests} over plain HTTP, and no
+    Server field.
     """
     apply_security_headers(request)
+    if not request.isSecure():
+        request.responseHeaders.setRawHeaders(b"content-security-policy", [_PLAIN_POLICY])
     request.responseHeaders.removeHeader(b"server")
+
+
+def _prepare(request: IRequest) -> Any:
+    """
+    The security headers (L{apply_status_headers}); L{None} when the
+    request may be served, else the body of its JSON error.
+    """
+    apply_status_headers(request)
     if request.method not in (b"GET", b"HEAD"):
         request.setHeader(b"allow", b"GET, HEAD")
         method = request.method.decode("latin-1")
@@ -111,8 +144,7 @@ class StatusUnavailable(Resource):
         self._why = why
 
     def render(self, request: IRequest) -> bytes:
-        apply_security_headers(request)
-        request.responseHeaders.removeHeader(b"server")
+        apply_status_headers(request)
         return render_error(request, GatewayError(NOT_IMPLEMENTED, self._why, 501))
 
 

@@ -19,8 +19,16 @@ from qeetgw.metrics import Metrics, metrics_site
 from qeetgw.statusassets import PAGE, SCRIPT, STYLE
 from qeetgw.statuspage import status_resources, unavailable_resources
 
+#: The gateway's policy, as the page gets it over plain HTTP.
+PLAIN_POLICY = (
+    b"default-src 'self';base-uri 'self';font-src 'self' https: data:;"
+    b"form-action 'self';frame-ancestors 'self';img-src 'self' data:;"
+    b"object-src 'none';script-src 'self';script-src-attr 'none';"
+    b"style-src 'self' https: 'unsafe-inline'"
+)
 
-def render(resources: Dict[bytes, Any], path: bytes, method: bytes = b"GET") -> DummyRequest:
+
+def render(resources: Dict[bytes, Any], path: bytes, method: bytes = b"GET", secure: bool = False) -> DummyRequest:
     """
     Render C{path} (C{/status}, C{/status.json}, ...) from the metrics site's
     root with C{resources} mounted, as Twisted's site would.
@@ -31,6 +39,7 @@ def render(resources: Dict[bytes, Any], path: bytes, method: bytes = b"GET") -> 
     request.method = method
     request.path = path
     request.uri = path
+    request.isSecure = lambda: secure  # type: ignore[method-assign]
     request.responseHeaders.setRawHeaders(b"server", [b"TwistedWeb/26.10.0"])
     resource = getChildForRequest(site.resource, request)
     body = resource.render(request)
@@ -74,8 +83,20 @@ class StatusResourcesTests(SynchronousTestCase):
             self.assertEqual(request.responseCode, 200, path)
             self.assertEqual(header(request, b"content-type"), content_type)
             for name, value in HELMET_HEADERS:
+                if name == b"Content-Security-Policy":
+                    value = PLAIN_POLICY
                 self.assertEqual(header(request, name), value, (path, name))
             self.assertIsNone(header(request, b"server"))
+
+    def test_the_policy_over_plain_http_does_not_upgrade_requests(self) -> None:
+        # Everything of the gateway's policy but upgrade-insecure-requests,
+        # which would send the page's own requests to https.
+        self.assertEqual(PLAIN_POLICY + b";upgrade-insecure-requests", dict(HELMET_HEADERS)[b"Content-Security-Policy"])
+        self.assertIn(b"script-src 'self';script-src-attr 'none'", PLAIN_POLICY)
+
+    def test_the_policy_over_tls_is_the_gateways(self) -> None:
+        request = render(self.resources, b"/status", secure=True)
+        self.assertEqual(header(request, b"content-security-policy"), dict(HELMET_HEADERS)[b"Content-Security-Policy"])
 
     def test_files(self) -> None:
         self.assertEqual(b"".join(render(self.resources, b"/status").written), PAGE.encode())
@@ -116,7 +137,7 @@ class StatusResourcesTests(SynchronousTestCase):
                 "message": "not with workers", "code": "NOT_IMPLEMENTED",
                 "correlationId": body["error"]["correlationId"],
             })
-            self.assertEqual(header(request, b"content-security-policy"), HELMET_HEADERS[0][1])
+            self.assertEqual(header(request, b"content-security-policy"), PLAIN_POLICY)
 
 
 class AssetsTests(SynchronousTestCase):

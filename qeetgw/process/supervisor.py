@@ -50,6 +50,7 @@ from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
 from qeetgw.metrics import metrics_service
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.process.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+from qeetgw.statuspage import unavailable_resources
 from qeetgw.twistedcompat import clear_exit_signal
 
 log = Logger()
@@ -234,7 +235,14 @@ class Supervisor(Service):
             directory is removed again).
         """
         metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
-        listener = metrics_service(description, metrics.registry, self.reactor)
+        # The status page's state (instances, windows) lives in each worker:
+        # until the group's is merged here, the supervisor says so plainly
+        # rather than show one worker's view or none as the group's.
+        status = unavailable_resources(
+            "The status page is not available with --workers > 1 yet; "
+            "/health/services and /metrics show the group"
+        )
+        listener = metrics_service(description, metrics.registry, self.reactor, status)
         try:
             # Binds now, or raises CannotListen (qeetgw.process.startup).
             listener.startService()
