@@ -159,7 +159,8 @@ SCRIPT = r"""// The status page: polls status.json and redraws the tables.  Ever
         ? "every " + gateway.healthCheckIntervalMs + " ms" : "off"],
     ];
     if (gateway.workers !== null && gateway.workers !== undefined) {
-      items.push(["workers", gateway.workers]);
+      items.push(["workers", gateway.workers + " of " + gateway.workersConfigured +
+        " reporting (states per worker in the reason when they differ)"]);
     }
     const nodes = [];
     for (const [name, value] of items) {

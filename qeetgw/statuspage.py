@@ -25,9 +25,6 @@ from qeetgw.statusassets import PAGE, SCRIPT, STYLE
 
 log = Logger()
 
-#: The code of the answer where the status cannot be given (with workers).
-NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
-
 
 def _without_upgrade(policy: bytes) -> bytes:
     """
@@ -106,8 +103,9 @@ class _Fixed(Resource):
 class StatusJSON(Resource):
     """
     C{/status.json}: what C{report} returns, as compact JSON, never cached.
-    A fault while reading the status is the gateway's JSON 500 (logged),
-    never a traceback.
+    A L{GatewayError} it raises is answered as such; any other fault while
+    reading the status is the gateway's JSON 500 (logged), never a
+    traceback.
     """
 
     isLeaf = True
@@ -122,30 +120,16 @@ class StatusJSON(Resource):
             return refused  # type: ignore[no-any-return]
         try:
             body = dumps(self._report())
+        except GatewayError as error:
+            # The report cannot be given now, and says why (a group whose
+            # workers have not reported yet).
+            return render_error(request, error)
         except Exception:
             log.failure("status report failed")
             return render_error(request, GatewayError("INTERNAL_ERROR", "Internal server error"))
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         return body
-
-
-class StatusUnavailable(Resource):
-    """
-    What answers every status path where the status cannot be given: a 501
-    with the gateway's JSON error saying why (rather than a page of wrong
-    data).
-    """
-
-    isLeaf = True
-
-    def __init__(self, why: str) -> None:
-        super().__init__()
-        self._why = why
-
-    def render(self, request: IRequest) -> bytes:
-        apply_status_headers(request)
-        return render_error(request, GatewayError(NOT_IMPLEMENTED, self._why, 501))
 
 
 def status_resources(report: Callable[[], Mapping[str, Any]]) -> Dict[bytes, IResource]:
@@ -161,11 +145,3 @@ def status_resources(report: Callable[[], Mapping[str, Any]]) -> Dict[bytes, IRe
         b"status.css": _Fixed(STYLE, b"text/css; charset=utf-8"),
         b"status.json": StatusJSON(report),
     }
-
-
-def unavailable_resources(why: str) -> Dict[bytes, IResource]:
-    """
-    The same paths as L{status_resources}, each answering 501 for C{why}.
-    """
-    unavailable = StatusUnavailable(why)
-    return {name: unavailable for name in (b"status", b"status.js", b"status.css", b"status.json")}

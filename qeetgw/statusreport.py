@@ -50,6 +50,29 @@ def traffic_figures(reading: TrafficReading) -> Dict[str, Any]:
     }
 
 
+def raw_traffic(reading: TrafficReading) -> Dict[str, Any]:
+    """
+    What a worker adds to each instance of the report it writes for the
+    supervisor (L{qeetgw.statusfiles}): the reading itself, so that the
+    group's figures are computed from the workers' counts and latency
+    buckets, not averaged from their percentiles.
+    """
+    return {
+        "failures": reading.failures,
+        "seconds": reading.seconds,
+        "latencyBuckets": list(reading.latencies),
+    }
+
+
+def reading_of(row: Mapping[str, Any]) -> TrafficReading:
+    """
+    The reading a row with L{raw_traffic}'s fields was made from.
+    """
+    return TrafficReading(
+        int(row["requests"]), int(row["failures"]), float(row["seconds"]), tuple(row["latencyBuckets"])
+    )
+
+
 def instance_reason(
     health: InstanceHealth, settings: BalancingSettings, checks_on: bool
 ) -> Optional[str]:
@@ -110,10 +133,13 @@ class StatusSource:
     readiness: Readiness
     health_check_interval_ms: int
 
-    def report(self) -> Dict[str, Any]:
+    def report(self, raw: bool = False) -> Dict[str, Any]:
         """
         The status as C{/status.json} writes it (see the README's draft for
         the shape).
+
+        @param raw: add each instance's L{raw_traffic} (a worker's report
+            for the supervisor).
         """
         now = self.clock.seconds()
         return {
@@ -126,7 +152,9 @@ class StatusSource:
                 }
                 for route in self.routes.routes
             ],
-            "services": [self._service(name, upstream, now) for name, upstream in self.upstreams.items()],
+            "services": [
+                self._service(name, upstream, now, raw) for name, upstream in self.upstreams.items()
+            ],
             "timestamp": iso_timestamp(now),
         }
 
@@ -149,7 +177,7 @@ class StatusSource:
             "workers": None,
         }
 
-    def _service(self, name: str, upstream: ServiceUpstream, now: float) -> Dict[str, Any]:
+    def _service(self, name: str, upstream: ServiceUpstream, now: float, raw: bool) -> Dict[str, Any]:
         instances = upstream.instances
         settings = instances.settings
         rows = [
@@ -157,7 +185,11 @@ class StatusSource:
             for instance, snapshot in zip(instances.instances, instances.snapshot())
         ]
         rows += [self._draining(instance, now) for instance in instances.draining()]
-        return service_row(name, rows, [row.pop("_traffic") for row in rows])
+        readings: List[TrafficReading] = [row.pop("_traffic") for row in rows]
+        if raw:
+            for row, reading in zip(rows, readings):
+                row.update(raw_traffic(reading))
+        return service_row(name, rows, readings)
 
     def _instance(
         self,

@@ -17,7 +17,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from qeetgw.headers import HELMET_HEADERS
 from qeetgw.metrics import Metrics, metrics_site
 from qeetgw.statusassets import PAGE, SCRIPT, STYLE
-from qeetgw.statuspage import status_resources, unavailable_resources
+from qeetgw.errors import GatewayError
+from qeetgw.statuspage import status_resources
 
 #: The gateway's policy, as the page gets it over plain HTTP.
 PLAIN_POLICY = (
@@ -116,6 +117,19 @@ class StatusResourcesTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 404)
         self.assertEqual(json.loads(b"".join(request.written))["error"]["code"], "NOT_FOUND")
 
+    def test_a_report_that_cannot_be_given_says_why(self) -> None:
+        def starting() -> Dict[str, Any]:
+            raise GatewayError("SERVICE_UNAVAILABLE", "No worker has reported its status yet", 503)
+
+        request = render(status_resources(starting), b"/status.json")
+        self.assertEqual(request.responseCode, 503)
+        error = json.loads(b"".join(request.written))["error"]
+        self.assertEqual(
+            (error["code"], error["message"]),
+            ("SERVICE_UNAVAILABLE", "No worker has reported its status yet"),
+        )
+        self.assertEqual(header(request, b"content-security-policy"), PLAIN_POLICY)
+
     def test_a_failing_report_is_a_json_500_without_a_traceback(self) -> None:
         def broken() -> Dict[str, Any]:
             raise RuntimeError("secret internals")
@@ -126,18 +140,6 @@ class StatusResourcesTests(SynchronousTestCase):
         self.assertEqual(json.loads(body)["error"]["code"], "INTERNAL_ERROR")
         self.assertNotIn(b"secret", body)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    def test_unavailable(self) -> None:
-        resources = unavailable_resources("not with workers")
-        for path in (b"/status", b"/status.json", b"/status.js", b"/status.css"):
-            request = render(resources, path)
-            self.assertEqual(request.responseCode, 501)
-            body = json.loads(b"".join(request.written))
-            self.assertEqual(body["error"], {
-                "message": "not with workers", "code": "NOT_IMPLEMENTED",
-                "correlationId": body["error"]["correlationId"],
-            })
-            self.assertEqual(header(request, b"content-security-policy"), PLAIN_POLICY)
 
 
 class AssetsTests(SynchronousTestCase):

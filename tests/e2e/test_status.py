@@ -21,7 +21,10 @@ from tests.e2e.support import (
     gateway_environment,
     listen_upstream,
     request,
+    spawn_gateway,
     start_gateway,
+    stop_workers_at_cleanup,
+    wait_for,
 )
 
 
@@ -128,3 +131,79 @@ class StatusJSONTests(TestCase):
             public = yield fetch(port, request(b"GET", path))
             self.assertEqual(public.code, 404, path)
             self.assertEqual(public.json()["error"]["code"], "NOT_FOUND")
+
+
+class WorkersStatusTests(TestCase):
+    """
+    C{twistd qeetgw --workers 2}: the supervisor's C{/status.json} merges
+    both workers' reports.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_group_status(self) -> Any:
+        upstream = listen_upstream(self, _Ok())
+        down = closed_port_url()
+        env = gateway_environment(
+            upstream,
+            USER_SERVICE_URL=f"{upstream},{down}",
+            METRICS_PORT="tcp:0:interface=127.0.0.1",
+            HEALTH_CHECK_INTERVAL_MS="300",
+        )
+        process = spawn_gateway(self, env, "--workers", "2")
+        stop_workers_at_cleanup(self, process)
+        port = yield process.port
+        yield wait_for(lambda: process.logged("qeetgw.metrics", "metrics on"), "the metrics port", within=30)
+        metrics_port = process.logged("qeetgw.metrics", "metrics on")[0]["port"]
+        yield wait_for(
+            lambda: len(process.logged("qeetgw.process.worker", "worker")) == 2, "two workers serving", within=30
+        )
+        for index in range(10):
+            response = yield fetch(port, request(b"GET", b"/api/v1/users/%d" % (index,)))
+            self.assertEqual(response.code, 200)
+
+        seen: Dict[str, Any] = {}
+
+        @inlineCallbacks
+        def merged() -> Any:
+            # Bounded: 300 polls 100 ms apart; the workers write once a second.
+            for _ in range(300):
+                response = yield fetch(metrics_port, request(b"GET", b"/status.json"))
+                if response.code == 200:
+                    seen.clear()
+                    seen.update(response.json())
+                    users = users_of(seen)
+                    states = [row["state"] for row in users["instances"]]
+                    views = [len(row["workers"]) for row in users["instances"]]
+                    if (
+                        seen["gateway"]["workers"] == 2
+                        and states == ["healthy", "unhealthy"]
+                        and views == [2, 2]
+                        and users["requests"] == 10
+                    ):
+                        return
+                else:
+                    # Only while no worker has written its report yet.
+                    self.assertEqual(response.code, 503, response.body)
+                yield deferLater(reactor, 0.1, lambda: None)
+            self.fail(f"the group's status never settled: {seen}")
+
+        yield merged()
+        gateway = seen["gateway"]
+        self.assertEqual((gateway["workers"], gateway["workersConfigured"]), (2, 2))
+        self.assertEqual(gateway["readiness"], "ready")
+        self.assertEqual(len(seen["services"]), 6)
+        users = users_of(seen)
+        up, refused = users["instances"]
+        self.assertEqual([view["worker"] for view in up["workers"]], ["0", "1"])
+        self.assertEqual({view["state"] for view in refused["workers"]}, {"unhealthy"})
+        self.assertEqual(refused["reason"], "connection refused")
+        self.assertEqual((up["requests"], refused["requests"]), (10, 0))
+        self.assertIsNotNone(up["p99Ms"])
+        page = yield fetch(metrics_port, request(b"GET", b"/status"))
+        self.assertEqual(page.code, 200)
+
+        process.terminate()
+        code = yield process.ended
+        self.assertEqual(code, 0, process.text())
