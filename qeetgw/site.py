@@ -12,7 +12,8 @@ chain of concerns is visible.
 
 With METRICS_PORT (or a L{Metrics} passed in) the site is a L{MeteredSite}
 and the guards and the proxy count into one L{Metrics}; a
-L{metrics_service} serves them on their own port.
+L{metrics_service} serves them on their own port, with the status page
+(L{qeetgw.statuspage}) over a L{StatusSource} of the gateway's parts.
 """
 
 from __future__ import annotations
