@@ -38,7 +38,7 @@ across workers is decided here, metric by metric:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -51,7 +51,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from qeetgw.metricfiles import MetricFiles
@@ -548,16 +548,26 @@ class _QuietSite(Site):
         pass
 
 
-def metrics_site(registry: CollectorRegistry) -> Site:
+def metrics_site(registry: CollectorRegistry, extra: Optional[Mapping[bytes, IResource]] = None) -> Site:
     """
     A site serving C{registry} in the Prometheus text format at C{/metrics}.
+
+    @param extra: more resources at the root, by name (the status page,
+        L{qeetgw.statuspage}).
     """
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
+    for name, resource in (extra or {}).items():
+        root.putChild(name, resource)
     return _QuietSite(root)
 
 
-def metrics_service(description: str, registry: CollectorRegistry, reactor: Any) -> StreamServerEndpointService:
+def metrics_service(
+    description: str,
+    registry: CollectorRegistry,
+    reactor: Any,
+    extra: Optional[Mapping[bytes, IResource]] = None,
+) -> StreamServerEndpointService:
     """
     The service that serves C{registry} on METRICS_PORT: a C{strports.service}
     named C{metrics}, whose port is bound at once by its
@@ -569,11 +579,12 @@ def metrics_service(description: str, registry: CollectorRegistry, reactor: Any)
     @param description: METRICS_PORT, a Twisted endpoint description.
     @param registry: what to serve.
     @param reactor: the reactor to listen with.
+    @param extra: more resources at the root (L{metrics_site}).
     """
     # strports.service (unlike a bare StreamServerEndpointService) makes the
     # service raise a listening failure that comes at once, rather than log
     # it; StartUpEndpoint makes every failure come at once, as CannotListen.
-    service = strports.service(description, metrics_site(registry), reactor=reactor)
+    service = strports.service(description, metrics_site(registry, extra), reactor=reactor)
 
     def listened(port: IListeningPort) -> None:
         address = port.getHost()

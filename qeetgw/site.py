@@ -12,7 +12,8 @@ chain of concerns is visible.
 
 With METRICS_PORT (or a L{Metrics} passed in) the site is a L{MeteredSite}
 and the guards and the proxy count into one L{Metrics}; a
-L{metrics_service} serves them on their own port.
+L{metrics_service} serves them on their own port, with the status page
+(L{qeetgw.statuspage}) over a L{StatusSource} of the gateway's parts.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from qeetgw.readiness import Readiness
 from qeetgw.requeststate import state_of
 from qeetgw.root import GatewayRoot
 from qeetgw.server import GatewayRequest, GatewaySite
+from qeetgw.statuspage import status_resources
+from qeetgw.statusreport import StatusSource
 from qeetgw.upstream.activehealth import ActiveHealthChecker
 from qeetgw.upstream.discovery import DNSDiscovery
 from qeetgw.upstream.health import HealthChecker, IHealthSource
@@ -85,6 +88,8 @@ class Gateway:
     #: What writes the instance states into a worker's metric files (with
     #: workers and metrics only).
     instance_gauge: Optional[InstanceGauge] = None
+    #: What the status page shows (served on METRICS_PORT, when set).
+    status: Optional[StatusSource] = None
 
     @property
     def parts(self) -> Tuple[IService, ...]:
@@ -280,6 +285,7 @@ def build_site(
         reactor's C{nameResolver} when not given.
     """
     clock = clock if clock is not None else reactor
+    started = clock.seconds()
     if metrics is None and config.metrics_port is not None:
         metrics = Metrics()
     if upstreams is None:
@@ -376,9 +382,23 @@ def build_site(
         if metrics is None
         else MeteredSite(tree, metrics=metrics, **site_options)
     )
+    status = StatusSource(
+        routes=routes,
+        upstreams=balanced,
+        clock=clock,
+        started=started,
+        version=__version__.public(),
+        connections=lambda: len(site.channels),
+        tunnels=lambda: len(proxy.tunnels),
+        store_state=store.state,
+        readiness=readiness,
+        health_check_interval_ms=config.health_check_interval_ms,
+    )
     listener = None
     if metrics is not None and config.metrics_port is not None:
-        listener = metrics_service(config.metrics_port, metrics.registry, reactor)
+        listener = metrics_service(
+            config.metrics_port, metrics.registry, reactor, status_resources(status.report)
+        )
     return Gateway(
         site=site,
         upstreams=upstreams,
@@ -390,4 +410,5 @@ def build_site(
         health_checker=checker,
         discovery=discovery,
         instance_gauge=instance_gauge,
+        status=status,
     )

@@ -407,6 +407,34 @@ class UpdateTests(SynchronousTestCase):
         self.assertEqual((new.url, new.ejections), ("http://d:1", 0))
         self.assertEqual(urls_picked(instances, 2), ["http://d:1"] * 2)
 
+    def test_a_dropped_instance_drains_while_tries_are_in_flight(self) -> None:
+        instances, _ = make_set()
+        a, b, c = instances.instances
+        instances.started(a)
+        instances.started(a)
+        instances.update(["http://b:1", "http://c:1"])
+        # a is out of balancing, but its two tries are still running.
+        self.assertEqual(instances.draining(), (a,))
+        self.assertNotIn(a, instances.instances)
+        instances.finished(a, Outcome.SUCCESS)
+        self.assertEqual(instances.draining(), (a,))
+        instances.cancelled(a)
+        self.assertEqual(instances.draining(), ())
+
+    def test_an_idle_dropped_instance_is_not_draining(self) -> None:
+        instances, _ = make_set()
+        instances.update(["http://b:1"])
+        self.assertEqual(instances.draining(), ())
+
+    def test_a_returning_address_is_no_longer_draining(self) -> None:
+        instances, _ = make_set()
+        a = instances.instances[0]
+        instances.started(a)
+        instances.update(["http://b:1"])
+        self.assertEqual(instances.draining(), (a,))
+        instances.update(["http://a:1", "http://b:1"])
+        self.assertEqual(instances.draining(), ())
+
 
 class OutcomeTests(SynchronousTestCase):
     """

@@ -294,3 +294,32 @@ class InstanceMetricsTests(SynchronousTestCase):
         self.assertEqual(
             samples[("qeetgw_upstream_instances", (("service", "user-service"), ("state", "unknown")))], 2
         )
+
+
+class StatusTrafficTests(SynchronousTestCase):
+    """
+    What the proxy records for the status page as each try ends.
+    """
+
+    def test_each_try_is_recorded_on_its_instance(self) -> None:
+        def answer(request: IRequest) -> bytes:
+            if host_of(request) == "c.test":
+                request.setResponseCode(500)
+            return b"ok"
+
+        made = gateway(answer, OUTLIER_CONSECUTIVE_FAILURES="100")
+        down_agent(made, b"a.test")
+        for _ in range(6):
+            made.send(get(b"/api/v1/users/1"), settle=1)
+        status = made.gateway.status
+        assert status is not None
+        [users] = [entry for entry in status.report()["services"] if entry["name"] == "user-service"]
+        tries = {row["url"]: (row["requests"], row["errorsPerSecond"] > 0) for row in users["instances"]}
+        # a refused every try it got (each retried elsewhere); b answered
+        # 200, c 500 (an answer: never retried, a 5xx on the page).
+        self.assertEqual(tries["http://b.test"][1], False)
+        self.assertEqual(tries["http://a.test"][1], True)
+        self.assertEqual(tries["http://c.test"][1], True)
+        self.assertEqual(sum(count for count, _ in tries.values()), 6 + tries["http://a.test"][0])
+        self.assertEqual(users["requests"], 6 + tries["http://a.test"][0])
+        self.assertIsNotNone(users["p50Ms"])

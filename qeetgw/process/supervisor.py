@@ -46,10 +46,12 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from qeetgw.groupmetrics import SUPERVISOR, GroupMetrics
+from qeetgw.groupstatus import GroupStatus
 from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricDirectory
 from qeetgw.metrics import metrics_service
 from qeetgw.process.startup import CannotListen, fail_start_up, listen_at_once, log_cannot_listen
 from qeetgw.process.worker import ADDRESS_VARIABLE, FAMILY_VARIABLE, INDEX_VARIABLE, SOCKET_FD
+from qeetgw.statuspage import status_resources
 from qeetgw.twistedcompat import clear_exit_signal
 
 log = Logger()
@@ -234,7 +236,20 @@ class Supervisor(Service):
             directory is removed again).
         """
         metrics = GroupMetrics(MetricDirectory.create(self._metrics_parent), self.processes)
-        listener = metrics_service(description, metrics.registry, self.reactor)
+        # The status page's state (instances, windows) lives in each worker;
+        # each writes its report into the directory, merged here on request.
+        status = GroupStatus(
+            directory=metrics.directory.path,
+            workers=lambda: {
+                label: pid for label, pid in self.processes().items() if label != SUPERVISOR
+            },
+            clock=self.clock,
+            started=self.clock.seconds(),
+            configured=self._count,
+        )
+        listener = metrics_service(
+            description, metrics.registry, self.reactor, status_resources(status.report)
+        )
         try:
             # Binds now, or raises CannotListen (qeetgw.process.startup).
             listener.startService()

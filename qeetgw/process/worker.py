@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 import attrs
+from twisted.application.service import IService
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent, Logger, globalLogBeginner
 
 from qeetgw.config import ConfigError, load_config, read_dotenv
@@ -29,7 +31,8 @@ from qeetgw.metricfiles import DIRECTORY_VARIABLE, MetricFiles
 from qeetgw.metrics import Metrics
 from qeetgw.process.heap import settle
 from qeetgw.process.service import GatewayService
-from qeetgw.site import build_site
+from qeetgw.site import Gateway, build_site
+from qeetgw.statusfiles import StatusFileWriter, status_path
 
 #: The descriptor the supervisor puts the listening socket on.
 SOCKET_FD = 3
@@ -73,13 +76,14 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
     # counts into the files the supervisor reads when it gave a directory.
     config = attrs.evolve(config, metrics_port=None)
     gateway = build_site(config, reactor, metrics=worker_metrics(environ, index))
+    parts = gateway.parts + status_writer(environ, index, gateway, reactor)
     service = GatewayService(
         AdoptedStreamServerEndpoint(reactor, descriptor, family),
         gateway.site,
         gateway.upstreams,
         grace=config.shutdown_grace_ms / 1000,
         reactor=reactor,
-        parts=gateway.parts,
+        parts=parts,
         delay=config.shutdown_delay_ms / 1000,
         settle_heap=settle,
     )
@@ -100,6 +104,28 @@ def worker_metrics(environ: Mapping[str, str], index: Optional[str]) -> Optional
     if not directory:
         return None
     return Metrics(files=MetricFiles(directory, str(os.getpid()), index or "0"))
+
+
+def status_writer(
+    environ: Mapping[str, str], index: Optional[str], gateway: Gateway, clock: IReactorTime
+) -> Tuple[IService, ...]:
+    """
+    The part that writes the worker's status report for the supervisor's
+    status page (L{qeetgw.statusfiles}), in the directory the supervisor
+    gave (with METRICS_PORT); none without one.
+    """
+    directory = environ.get(DIRECTORY_VARIABLE)
+    if not directory or gateway.status is None:
+        return ()
+    status = gateway.status
+    return (
+        StatusFileWriter(
+            lambda: status.report(raw=True),
+            status_path(directory, os.getpid()),
+            index or "0",
+            clock,
+        ),
+    )
 
 
 def _listen_reusing(address: str, family: socket.AddressFamily) -> int:

@@ -450,7 +450,7 @@ class _Exchange:
         self.pending = answered
         answered.addCallbacks(
             self._answered, self._try_failed,
-            callbackArgs=(instance, sent_at), errbackArgs=(instance,),
+            callbackArgs=(instance, sent_at), errbackArgs=(instance, sent_at),
         )
         answered.addErrback(self._bug)
 
@@ -461,7 +461,7 @@ class _Exchange:
             return None
         outcome = outcome_of_status(response.code)
         if instance is not None and outcome is Outcome.GATEWAY_ERROR and self._may_retry(outcome, True):
-            self._finished(instance, outcome)
+            self._finished(instance, outcome, sent_at)
             response.discard()
             self._release_retry()
             self._retry()
@@ -501,9 +501,9 @@ class _Exchange:
                 if self.client_left and self.streaming is not None and self.streaming.client_gone:
                     upstream.instances.cancelled(instance)  # type: ignore[union-attr]
                 elif self.streaming is not None and self.streaming.broke:
-                    self._finished(instance, Outcome.RESET)
+                    self._finished(instance, Outcome.RESET, sent_at)
                 else:
-                    self._finished(instance, outcome)
+                    self._finished(instance, outcome, sent_at)
 
             finished.addCallback(body_done)
         return finished
@@ -517,7 +517,7 @@ class _Exchange:
         if self.metrics is not None:
             self.metrics.time_to_first_byte.observe(self.proxy._clock.seconds() - sent_at)
         if instance is not None:
-            self._finished(instance, Outcome.SUCCESS)
+            self._finished(instance, Outcome.SUCCESS, sent_at)
         self._release_retry()
         if state_of(request).disconnected:
             # The client left while the upstream answered.
@@ -569,7 +569,7 @@ class _Exchange:
             clean=ended.clean,
         )
 
-    def _try_failed(self, reason: Failure, instance: Any) -> None:
+    def _try_failed(self, reason: Failure, instance: Any, sent_at: float) -> None:
         self.pending = None
         self._release_retry()
         if self.client_left:
@@ -578,7 +578,7 @@ class _Exchange:
             return
         outcome = _outcome_of_failure(reason)
         if instance is not None:
-            self._finished(instance, outcome)
+            self._finished(instance, outcome, sent_at)
             if self._may_retry(outcome, outcome is not Outcome.CONNECT_FAILURE):
                 log.info(
                     "retrying {service} on another instance after {kind}",
@@ -590,11 +590,16 @@ class _Exchange:
                 return
         self.proxy._failed(reason, self.request, self.route, self.metrics)
 
-    def _finished(self, instance: Any, outcome: Outcome) -> None:
+    def _finished(self, instance: Any, outcome: Outcome, sent_at: float) -> None:
         """
-        Tell the instance set how a try ended; count an ejection it caused.
+        Tell the instance set how a try sent at C{sent_at} ended; count an
+        ejection it caused, and the try in the instance's recent traffic
+        (the status page's rates and percentiles: three counter increments,
+        see L{qeetgw.upstream.balancing.traffic}).
         """
         assert self.upstream is not None
+        now = self.proxy._clock.seconds()
+        instance.traffic.record(now, outcome.failed, now - sent_at)
         if self.upstream.instances.finished(instance, outcome):
             log.warn(
                 "instance ejected: {service} {instance}",

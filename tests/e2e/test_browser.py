@@ -10,21 +10,15 @@ cannot start.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from typing import Any, List
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.websocket import WebSocketResource
 
+from tests.e2e.chromium import chromium_or_skip, launch
 from tests.e2e.support import (
     gateway_environment,
     listen_upstream,
@@ -70,28 +64,12 @@ class _Page(Resource):
         return (_PAGE % {"url": json.dumps(self.url)}).encode("utf-8")
 
 
-class _Browser(ProcessProtocol):
-    def __init__(self) -> None:
-        self.ended: Deferred[None] = Deferred()
-        self.reason: Any = None
-        self.errors = b""
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors = (self.errors + data)[-4000:]
-
-    def processEnded(self, reason: Failure) -> None:
-        self.reason = reason
-        self.ended.callback(None)
-
-
 class BrowserTests(TestCase):
     timeout = 90
 
     @inlineCallbacks
     def test_page_exchanges_messages_over_a_websocket(self) -> Any:
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium is None:
-            raise SkipTest("no chromium on this machine (.ci/run installs Debian's chromium where it can)")
+        chromium_or_skip()
         upstream = Upstream()
         root = Resource()
         users = Resource()
@@ -110,35 +88,14 @@ class BrowserTests(TestCase):
         _, port = yield start_gateway(self, env)
         page.url = f"ws://127.0.0.1:{port}/api/v1/users/ws?access_token={live_token()}"
 
-        profile = tempfile.mkdtemp(prefix="qeetgw-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        browser = _Browser()
-        process = reactor.spawnProcess(
-            browser,
-            chromium,
-            [
-                chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-                f"--user-data-dir={profile}", page_origin + "/",
-            ],
-            env={"HOME": profile, "PATH": os.environ.get("PATH", "")},
-        )
-
-        def stop() -> Any:
-            if not browser.ended.called:
-                process.signalProcess("KILL")
-            return browser.ended
-
-        self.addCleanup(stop)
+        browser = launch(self, page_origin + "/")
 
         def reported_or_ended() -> bool:
             return bool(page.reports) or browser.ended.called
 
         yield wait_for(reported_or_ended, "the page's report", within=60)
         if not page.reports:
-            reason = browser.reason
-            if isinstance(reason, Failure) and not reason.check(ProcessDone):
-                raise SkipTest(f"chromium could not start: {browser.errors.decode(errors='replace')[-500:]}")
+            browser.skip_if_failed()
         self.assertEqual(page.reports, ["echo:hello from the browser"])
         [handshake] = upstream.handshakes
         # The token stayed at the gateway; the origin reached the service.

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from qeetgw.upstream.balancing.outcomes import Outcome
 from qeetgw.upstream.balancing.settings import BalancingSettings
+from qeetgw.upstream.balancing.traffic import RecentTraffic
 
 #: A source of floats in [0, 1), like L{random.random}; injected so tests
 #: can say which instances least_request compares.
@@ -59,6 +60,8 @@ class Instance:
     @ivar last_latency_ms: how long its last probe took, or L{None}.
     @ivar last_error: why its last probe failed, short and for people;
         L{None} when it passed or there was none.
+    @ivar traffic: its tries over the last minute, for the status page
+        (recorded by the proxy as each try ends).
     """
 
     url: str
@@ -73,6 +76,7 @@ class Instance:
     last_check: Optional[float] = None
     last_latency_ms: Optional[float] = None
     last_error: Optional[str] = None
+    traffic: RecentTraffic = attrs.field(factory=RecentTraffic, repr=False)
 
     def ejected(self, now: float) -> bool:
         """
@@ -148,6 +152,10 @@ class InstanceSet:
         self._clock = clock
         self._random = random
         self._instances: List[Instance] = []
+        # Instances dropped by update() while tries to them were still in
+        # flight: they are draining until those end (the status page shows
+        # them); pruned as they are read or the instances change again.
+        self._departed: List[Instance] = []
         # Where round robin looks next, as an index into _instances; kept
         # over all instances (not the available ones) so the spread stays
         # even while instances leave and return.
@@ -182,8 +190,29 @@ class InstanceSet:
         if len(set(wanted)) != len(wanted):
             raise ValueError(f"an instance is listed twice in {wanted!r}")
         known = {instance.url: instance for instance in self._instances}
+        kept = set(wanted)
+        self._departed = [
+            instance
+            for instance in self._departed + self._instances
+            if instance.in_flight > 0 and instance.url not in kept
+        ]
         self._instances = [known.get(url) or Instance(url) for url in wanted]
         self._cursor %= len(self._instances)
+
+    def draining(self) -> Tuple[Instance, ...]:
+        """
+        The instances L{update} dropped (DNS discovery no longer lists them)
+        whose tries are still in flight: draining, out of balancing, until
+        the last ends.
+        """
+        if self._departed:
+            listed = {instance.url for instance in self._instances}
+            self._departed = [
+                instance
+                for instance in self._departed
+                if instance.in_flight > 0 and instance.url not in listed
+            ]
+        return tuple(self._departed)
 
     def in_flight(self) -> int:
         """
