@@ -46,7 +46,7 @@ class FixedTests(SynchronousTestCase):
             hit(self.store, key)
         self.clock.advance(2)
         hit(self.store, "d")
-        self.assertEqual(self.store.state().detail, "1 keys")
+        self.assertEqual(self.store.state().detail, "1 key")
 
     def test_capped(self) -> None:
         store = MemoryStore(self.clock, max_keys=2)

@@ -121,7 +121,8 @@ class MemoryStore(Service):
         """
         Always counting; the detail says how many keys it holds.
         """
-        return StoreState("memory", True, f"{self._size()} keys")
+        size = self._size()
+        return StoreState("memory", True, f"{size} key" if size == 1 else f"{size} keys")
 
     def startService(self) -> None:
         """
