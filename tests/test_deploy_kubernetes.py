@@ -282,9 +282,9 @@ def prestop_seconds(container: Dict[str, Any]) -> int:
 
 # --- the builds -------------------------------------------------------------
 
-#: Each build the tests render: a name, and how to get the directory to
-#: build (the variant for clusters before 1.30 is built from a kustomization
-#: written in a temporary directory).
+#: The overlays, relative to deploy/kubernetes.  With them every_build()
+#: renders the base with the exec-sleep component for clusters before 1.30,
+#: from a kustomization it writes in a temporary directory.
 OVERLAYS = ("overlays/example", "overlays/example-external-redis")
 
 
