@@ -54,11 +54,6 @@ SHOP_ENVIRONMENT: Mapping[str, Any] = {
     "INVENTORY_SERVICE_URL": "http://inventory-service:8080",
 }
 
-#: Variables the manifests set that another change of issue 15 adds to the
-#: gateway (the JWT key rotation); accepted by name until qeetgw.config
-#: knows them, and checked like any other once it does.
-PENDING_VARIABLES = frozenset({"JWT_PREVIOUS_SECRETS"})
-
 #: What the references of the rendered environment stand for when it is
 #: loaded: the shop's ConfigMap value, and test secrets.
 REFERENCED_VALUES: Mapping[Tuple[str, str, str], str] = {
@@ -358,12 +353,20 @@ def for_every_build(
             raise case.failureException(f"{name}: {failure!r}") from failure
 
 
-def gateway_config(deployment: Dict[str, Any]) -> Config:
+def gateway_config(deployment: Dict[str, Any], **secrets: str) -> Config:
     """
     The rendered Deployment's environment, loaded by the gateway's own loader
     (nothing else: not this machine's environment, no .env).
+
+    @param secrets: values for the optional references, by variable name
+        (JWT_PREVIOUS_SECRETS during a key rotation).
     """
-    return load_config(resolved_environment(gateway_container(deployment)))
+    environment = resolved_environment(gateway_container(deployment))
+    entries = environment_entries(gateway_container(deployment))
+    for name, value in secrets.items():
+        assert reference_of(entries[name]) is not None, f"{name} is not a reference"
+        environment[name] = value
+    return load_config(environment)
 
 
 # --- the tests ---------------------------------------------------------------
@@ -608,14 +611,19 @@ class RenderedObjectTests(SynchronousTestCase):
                     assert reference_of(entries[name]) == expected, (name, entries[name])
                 elif expected is not None:
                     assert entries[name].get("value") == expected, (name, entries[name])
-            unknown = [name for name in entries
-                       if name not in READ_NAMES and name not in PENDING_VARIABLES]
+            unknown = [name for name in entries if name not in READ_NAMES]
             assert unknown == [], f"variables qeetgw does not read: {unknown}"
             # The loader accepts the whole environment: it raises on any bad value.
             config = gateway_config(deployment)
             assert config.require_auth, "REQUIRE_AUTH is off"
             assert config.jwt_issuer == "http://auth-service:8081", config.jwt_issuer
             assert config.log_format == "json", config.log_format
+            # During a key rotation the Secret also holds JWT_PREVIOUS_SECRETS:
+            # the same environment then loads with the old key as previous-1.
+            rotating = gateway_config(
+                deployment, JWT_PREVIOUS_SECRETS="b2xkLXNlY3JldC1rZXktZm9yLXRoZS1rdWJlcm5ldGVzLXRlc3Rz"
+            )
+            assert len(rotating.read_previous_hmac_keys()) == 1, "JWT_PREVIOUS_SECRETS not read"
         for_every_build(self, check)
 
     def test_the_example_overlay_is_the_shops_prod(self) -> None:
