@@ -28,7 +28,7 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, TestCase
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from qeetgw.config import load_config
@@ -64,6 +64,23 @@ def wait_for(condition: Callable[[], Any], what: str, within: float = 10.0, ever
         if time.monotonic() > deadline:
             raise FailTest(f"not {what} within {within} s")
         yield deferLater(reactor, every, lambda: None)
+
+
+class JSONUpstream(Resource):
+    """
+    An upstream that answers every request 200 with a fixed JSON body (by
+    default C{{"ok":true}}), for tests that need a service to be there.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes = b'{"ok":true}') -> None:
+        super().__init__()
+        self._body = body
+
+    def render(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return self._body
 
 
 def listen_upstream(test: TestCase, resource: IResource) -> str:

@@ -14,10 +14,10 @@ from typing import Any, Dict, List
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 
 from tests.dashboardcheck import load, problems, scraped
 from tests.e2e.support import (
+    JSONUpstream,
     fetch,
     gateway_environment,
     listen_upstream,
@@ -37,13 +37,6 @@ def bearer() -> bytes:
     now = int(time.time())
     return b"Authorization: Bearer " + token({"iat": now - 10, "exp": now + 900}).encode() + b"\r\n"
 
-
-class _Ok(Resource):
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"ok":true}'
 
 
 def misspelt(dashboard: Dict[str, Any]) -> Dict[str, Any]:
@@ -103,7 +96,7 @@ class DashboardEndToEndTests(TestCase):
 
     @inlineCallbacks
     def test_one_process(self) -> Any:
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         env = gateway_environment(
             upstream,
             METRICS_PORT="tcp:0:interface=127.0.0.1",
@@ -128,7 +121,7 @@ class DashboardEndToEndTests(TestCase):
         it all the same.  Each worker limits on its own (a memory store
         each), so no 429 is asked for: the budget's series is there at 0.
         """
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         env = gateway_environment(
             upstream,
             METRICS_PORT="tcp:0:interface=127.0.0.1",

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 
 from tests.e2e.support import (
+    JSONUpstream,
     closed_port_url,
     fetch,
     gateway_environment,
@@ -22,13 +22,6 @@ from tests.e2e.support import (
     start_gateway,
 )
 
-
-class _Ok(Resource):
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"ok":true}'
 
 
 def parse(body: bytes) -> Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]:
@@ -46,7 +39,7 @@ class MetricsEndToEndTests(TestCase):
 
     @inlineCallbacks
     def test_scrape(self) -> Any:
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         env = gateway_environment(
             upstream,
             METRICS_PORT="tcp:0:interface=127.0.0.1",

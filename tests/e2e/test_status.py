@@ -12,10 +12,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 
 from qeetgw.headers import HELMET_HEADERS
 from tests.e2e.support import (
+    JSONUpstream,
     closed_port_url,
     fetch,
     gateway_environment,
@@ -28,13 +28,6 @@ from tests.e2e.support import (
 )
 
 
-class _Ok(Resource):
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"ok":true}'
-
 
 def users_of(report: Dict[str, Any]) -> Dict[str, Any]:
     [users] = [entry for entry in report["services"] if entry["name"] == "user-service"]
@@ -46,7 +39,7 @@ class StatusJSONTests(TestCase):
 
     @inlineCallbacks
     def test_status_json_on_the_metrics_port_only(self) -> Any:
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         down = closed_port_url()
         env = gateway_environment(
             upstream,
@@ -143,7 +136,7 @@ class WorkersStatusTests(TestCase):
 
     @inlineCallbacks
     def test_group_status(self) -> Any:
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         down = closed_port_url()
         env = gateway_environment(
             upstream,

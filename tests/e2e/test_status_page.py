@@ -21,11 +21,17 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.e2e.chromium import DevToolsPage, chromium_or_skip, launch
-from tests.e2e.support import SERVICE_VARIABLES, fetch, gateway_environment, request, start_gateway
+from tests.e2e.support import (
+    SERVICE_VARIABLES,
+    JSONUpstream,
+    fetch,
+    gateway_environment,
+    request,
+    start_gateway,
+)
 
 log = Logger()
 
@@ -35,13 +41,6 @@ INTERVAL_MS = 400
 PAGE_REFRESH_S = 1.0
 
 
-class _Ok(Resource):
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"status":"UP"}'
-
 
 class _Upstream:
     """
@@ -50,7 +49,7 @@ class _Upstream:
     """
 
     def __init__(self, test: TestCase) -> None:
-        self._factory = WrappingFactory(Site(_Ok()))
+        self._factory = WrappingFactory(Site(JSONUpstream(b'{"status":"UP"}')))
         self._port = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self._port.getHost().port}"
         self.stopped = False

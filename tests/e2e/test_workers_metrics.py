@@ -15,9 +15,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 
 from tests.e2e.support import (
+    JSONUpstream,
     fetch,
     gateway_environment,
     is_worker,
@@ -35,13 +35,6 @@ USERS_2XX = frozenset({("service", "user-service"), ("method", "GET"), ("status_
 HEALTH_2XX = frozenset({("service", "gateway"), ("method", "GET"), ("status_class", "2xx")})
 USER_SERVICE = frozenset({("service", "user-service")})
 
-
-class _Ok(Resource):
-    isLeaf = True
-
-    def render(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"ok":true}'
 
 
 def parse(body: bytes) -> Samples:
@@ -73,7 +66,7 @@ class WorkersMetricsTests(TestCase):
 
     @inlineCallbacks
     def test_summed_and_kept_over_a_restart(self) -> Any:
-        upstream = listen_upstream(self, _Ok())
+        upstream = listen_upstream(self, JSONUpstream())
         env = gateway_environment(
             upstream, METRICS_PORT="tcp:0:interface=127.0.0.1", HEALTH_CHECK_INTERVAL_MS="0"
         )
