@@ -235,6 +235,25 @@ class PreviousSecretsTests(SynchronousTestCase):
             self.assertNotIn("hunter2", text)
             self.assertNotIn(CURRENT, text)
 
+    def test_the_configuration_never_shows_a_secret(self) -> None:
+        """
+        Neither JWT_SECRET, nor an item of JWT_PREVIOUS_SECRETS, nor
+        REDIS_URL's password is in the configuration's repr (what a log
+        line or a traceback showing it would print).
+        """
+        config = load_config(
+            {
+                "JWT_SECRET": "current-secret-" * 3,
+                "JWT_PREVIOUS_SECRETS": "previous-secret-" * 3,
+                "REDIS_URL": "redis://:hunter2-password@redis.example:6379/0",
+            }
+        )
+        self.assertEqual(config.jwt_previous_secrets, ("previous-secret-" * 3,))
+        shown = repr(config)
+        for secret in ("current-secret-", "previous-secret-", "hunter2-password"):
+            self.assertNotIn(secret, shown)
+        self.assertIn("jwt_issuer=", shown)
+
     def test_parser_splits_on_commas_only(self) -> None:
         self.assertEqual(secret_list(" a b , c\n"), ("a b", "c"))
         self.assertEqual(secret_list(""), ())

@@ -103,6 +103,7 @@ class Config:
         "HMAC key shared with the auth-service, at least 32 bytes; required when "
         "REQUIRE_AUTH=true unless JWT_JWKS_URL is set (prefer the environment: "
         "options show in ps)",
+        hidden=True,
     )
     #: JWT_SECRET_ENCODING: how JWT_SECRET becomes the HMAC key; see
     #: L{read_hmac_key}.
@@ -119,6 +120,7 @@ class Config:
         "Comma list of earlier JWT_SECRET values whose tokens are still accepted during "
         "a key rotation, each read as JWT_SECRET is (JWT_SECRET_ENCODING) and stripped "
         "of surrounding whitespace; a secret that contains a comma cannot be listed",
+        hidden=True,
     )
     jwt_issuer: str = setting(
         "JWT_ISSUER", "http://localhost:4001", required_text,
@@ -225,6 +227,7 @@ class Config:
     redis_url: str = setting(
         "REDIS_URL", "redis://127.0.0.1:6379/0", checked_redis_url,
         "Redis for RATE_LIMIT_STORE=redis: redis://[[user]:password@]host[:port][/db]",
+        hidden=True,
     )
     rate_limit_redis_prefix: str = setting(
         "RATE_LIMIT_REDIS_PREFIX", "qeetgw:ratelimit:", required_text,

@@ -94,17 +94,24 @@ def setting(
     parse: Callable[[str], _T],
     help: str,
     aliases: Tuple[str, ...] = (),
+    hidden: bool = False,
 ) -> _T:
     """
     Declare an attrs field set from the variable C{name}: the field's
     default is C{default} parsed with C{parse}.
+
+    @param hidden: the value is a secret (a key, a URL with a password):
+        left out of the configuration's repr, so that no log or traceback
+        that shows a L{qeetgw.config.Config} shows it.
 
     Typed as the parser's value, so that a type checker compares the
     parser with the field's annotation; at run time it is an attrs field
     that carries the variable in its metadata.
     """
     variable = Variable(name, default, parse, help, aliases=aliases)
-    field = attrs.field(default=variable.default_value(), metadata={_SETTING: variable})
+    field = attrs.field(
+        default=variable.default_value(), metadata={_SETTING: variable}, repr=not hidden
+    )
     return cast(_T, field)
 
 
