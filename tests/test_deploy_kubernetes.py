@@ -65,6 +65,31 @@ REFERENCED_VALUES: Mapping[Tuple[str, str, str], str] = {
         "redis://:s3cret@redis.example.internal:6379/0",
 }
 
+#: The shop's platform/k8s/base/shared-config.yaml (qeetgroup/qeetmart
+#: 0018cea) as it is: the ConfigMap and Secret the gateway's Deployment reads.
+SHOP_SHARED_CONFIG = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: qeetmart-shared-config
+data:
+  JWT_ISSUER_URI: "http://auth-service:8081"
+  JPA_DDL_AUTO: "validate"
+  GIN_MODE: "release"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: qeetmart-shared-secrets
+type: Opaque
+stringData:
+  JWT_SECRET: "CHANGE_ME"
+  AUTH_DB_PASSWORD: "CHANGE_ME"
+  USER_DB_PASSWORD: "CHANGE_ME"
+  PRODUCT_DB_PASSWORD: "CHANGE_ME"
+  INVENTORY_DATABASE_URL: "postgres://postgres:CHANGE_ME@inventory-postgres:5432/inventory?sslmode=disable"
+"""
+
 #: The names the gateway reads from its environment.
 READ_NAMES = frozenset(
     name for variable in VARIABLES if variable.environment
@@ -636,6 +661,55 @@ class RenderedObjectTests(SynchronousTestCase):
             self.assertEqual((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]), (4, 20))
             self.assertEqual(gateway_container(deployment)["image"],
                              "ghcr.io/qeetgroup/qeetmart/api-gateway:prod")
+
+    def test_the_base_slots_into_the_shops_base(self) -> None:
+        """
+        The shop's platform/k8s/base with qeetgw's base listed in place of
+        its api-gateway.yaml (as the README says to): it builds, into the
+        shop's namespace, and every ConfigMap and Secret key the gateway
+        reads names a key the shop's own shared-config.yaml defines (an
+        optional one may be absent: JWT_PREVIOUS_SECRETS outside a
+        rotation).
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "shared-config.yaml"), "w", encoding="utf-8") as out:
+            out.write(SHOP_SHARED_CONFIG)
+        relative = os.path.relpath(os.path.join(DEPLOY, "base"), directory)
+        redis = os.path.relpath(os.path.join(DEPLOY, "components", "redis-in-cluster"), directory)
+        with open(os.path.join(directory, "kustomization.yaml"), "w", encoding="utf-8") as out:
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": "qeetmart",
+                    "resources": ["shared-config.yaml", relative],
+                    "components": [redis],
+                },
+                out,
+            )
+        objects = RENDERS.kustomize().build(directory)
+        self.assertEqual({o["metadata"].get("namespace") for o in objects}, {"qeetmart"})
+        defined = {
+            (o["kind"], o["metadata"]["name"]): set(o.get("data", {})) | set(o.get("stringData", {}))
+            for o in objects
+            if o["kind"] in ("ConfigMap", "Secret")
+        }
+        kinds = {"configMapKeyRef": "ConfigMap", "secretKeyRef": "Secret"}
+        container = gateway_container(only(objects, "Deployment", "api-gateway"))
+        checked = 0
+        for name, entry in environment_entries(container).items():
+            reference = reference_of(entry)
+            if reference is None:
+                continue
+            how, object_name, key = reference
+            keys = defined.get((kinds[how], object_name))
+            self.assertIsNotNone(keys, f"{name}: no {kinds[how]} {object_name} in the shop's base")
+            ((_, ref),) = entry["valueFrom"].items()
+            if not ref.get("optional"):
+                self.assertIn(key, keys, f"{name}: no key {key} in {object_name}")
+            checked += 1
+        self.assertGreaterEqual(checked, 3)
 
     def test_the_exec_variant_sleeps_as_long(self) -> None:
         base = gateway_container(only(RENDERS.build(os.path.join(DEPLOY, "base")),
