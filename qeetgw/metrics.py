@@ -54,6 +54,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from qeetgw.errors import not_found, render_error
 from qeetgw.metricfiles import MetricFiles
 from qeetgw.process.startup import StartUpEndpoint
 
@@ -548,14 +549,40 @@ class _QuietSite(Site):
         pass
 
 
+class _NotFound(Resource):
+    """
+    The gateway's JSON 404 (L{qeetgw.errors.not_found}), for any path of
+    the metrics listener that nothing serves: the listener answers in the
+    gateway's one error shape, as the public port does, not with
+    twisted.web's HTML page.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return render_error(request, not_found(request))
+
+
+class _MetricsRoot(Resource):
+    """
+    The metrics listener's root: its children (C{metrics}, the status
+    page's files), and L{_NotFound} for every other name, the empty one
+    (C{/}) included.
+    """
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        return _NotFound()
+
+
 def metrics_site(registry: CollectorRegistry, extra: Optional[Mapping[bytes, IResource]] = None) -> Site:
     """
-    A site serving C{registry} in the Prometheus text format at C{/metrics}.
+    A site serving C{registry} in the Prometheus text format at C{/metrics};
+    any other path is the gateway's JSON 404.
 
     @param extra: more resources at the root, by name (the status page,
         L{qeetgw.statuspage}).
     """
-    root = Resource()
+    root = _MetricsRoot()
     root.putChild(b"metrics", MetricsResource(registry))
     for name, resource in (extra or {}).items():
         root.putChild(name, resource)

@@ -164,3 +164,19 @@ class AssetsTests(SynchronousTestCase):
         self.assertIn("textContent", code)
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
             self.assertFalse(sink in code, sink)
+
+
+class MetricsListenerTests(SynchronousTestCase):
+    """
+    The rest of the metrics listener's paths.
+    """
+
+    def test_other_paths_are_the_gateways_json_404(self) -> None:
+        for path in (b"/", b"/nope", b"/STATUS", b"/status.json%2f"):
+            request = render(status_resources(lambda: {}), path)
+            self.assertEqual(request.responseCode, 404, path)
+            self.assertEqual(header(request, b"content-type"), b"application/json; charset=utf-8")
+            body = json.loads(b"".join(request.written))
+            self.assertEqual(body["success"], False)
+            self.assertEqual(body["error"]["code"], "NOT_FOUND")
+            self.assertEqual(body["error"]["message"], f"Route GET {path.decode()} not found")
