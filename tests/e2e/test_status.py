@@ -6,7 +6,7 @@ they happened.  (The page itself, in a browser: L{tests.e2e.test_status_page}.)
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -34,19 +34,29 @@ def users_of(report: Dict[str, Any]) -> Dict[str, Any]:
     return users  # type: ignore[no-any-return]
 
 
+def one_up_one_down(test: TestCase) -> Tuple[Dict[str, str], str, str]:
+    """
+    A gateway's environment with metrics on a loopback port, checks every
+    300 ms, and two user-service instances: one answering on loopback, one
+    whose port refuses; and the two instances' URLs, up then down.
+    """
+    upstream = listen_upstream(test, JSONUpstream())
+    down = closed_port_url()
+    env = gateway_environment(
+        upstream,
+        USER_SERVICE_URL=f"{upstream},{down}",
+        METRICS_PORT="tcp:0:interface=127.0.0.1",
+        HEALTH_CHECK_INTERVAL_MS="300",
+    )
+    return env, upstream, down
+
+
 class StatusJSONTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
     def test_status_json_on_the_metrics_port_only(self) -> Any:
-        upstream = listen_upstream(self, JSONUpstream())
-        down = closed_port_url()
-        env = gateway_environment(
-            upstream,
-            USER_SERVICE_URL=f"{upstream},{down}",
-            METRICS_PORT="tcp:0:interface=127.0.0.1",
-            HEALTH_CHECK_INTERVAL_MS="300",
-        )
+        env, upstream, down = one_up_one_down(self)
         service, port = yield start_gateway(self, env)
         metrics_port = service.getServiceNamed("metrics").endpoint.port.getHost().port
 
@@ -136,14 +146,7 @@ class WorkersStatusTests(TestCase):
 
     @inlineCallbacks
     def test_group_status(self) -> Any:
-        upstream = listen_upstream(self, JSONUpstream())
-        down = closed_port_url()
-        env = gateway_environment(
-            upstream,
-            USER_SERVICE_URL=f"{upstream},{down}",
-            METRICS_PORT="tcp:0:interface=127.0.0.1",
-            HEALTH_CHECK_INTERVAL_MS="300",
-        )
+        env, _, _ = one_up_one_down(self)
         process = spawn_gateway(self, env, "--workers", "2")
         stop_workers_at_cleanup(self, process)
         port = yield process.port
