@@ -4,7 +4,11 @@ echoing every message.  bench/run.py starts it and nginx proxies
 /products/ws to it, so the tunnel scenario's upstream sits behind the same
 nginx as every other scenario's.
 
-    python bench/wsecho.py PORT
+    python bench/wsecho.py PORT [PREFIX]
+
+PREFIX (default none) puts the WebSocket under it: C{products} serves
+C{/products/ws}, where a gateway forwards C{/api/v1/products/ws}
+(bench/connmem.py).
 """
 
 from __future__ import annotations
@@ -50,8 +54,11 @@ class Factory:
 
 
 def main() -> None:
-    root = Resource()
-    root.putChild(b"ws", WebSocketResource(Factory()))
+    root = parent = Resource()
+    if len(sys.argv) > 2:
+        parent = Resource()
+        root.putChild(sys.argv[2].encode("ascii"), parent)
+    parent.putChild(b"ws", WebSocketResource(Factory()))
     reactor.listenTCP(int(sys.argv[1]), Site(root), interface="127.0.0.1")
     reactor.run()
 

@@ -285,6 +285,27 @@ def cpu_cores(quantity: str) -> float:
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
+#: What a gateway process holds, measured by bench/connmem.py (idle
+#: connections held open against a running `twistd qeetgw`; README:
+#: Deploying): at start, per keep-alive client connection and per WebSocket
+#: tunnel, the largest of the runs.
+MEASURED_START_MIB = 59.0
+MEASURED_CONNECTION_KIB = 5.5
+MEASURED_TUNNEL_KIB = 18.1
+
+
+def memory_mib(quantity: str) -> float:
+    """
+    A memory quantity (C{96Mi}, C{1Gi}, C{512M}, bytes) in MiB.
+    """
+    text = str(quantity)
+    for suffix, mib in (("Ki", 1 / 1024), ("Mi", 1), ("Gi", 1024), ("K", 1000 / 2**20),
+                        ("M", 10**6 / 2**20), ("G", 10**9 / 2**20)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * mib
+    return float(text) / 2**20
+
+
 def prestop_seconds(container: Dict[str, Any]) -> int:
     """
     How long the container's preStop hook sleeps: Kubernetes' C{sleep}
@@ -517,6 +538,25 @@ class RenderedObjectTests(SynchronousTestCase):
             assert gateway_config(deployment).workers == 1, "not one worker a pod"
             assert cpu_cores(resources["limits"]["cpu"]) >= 1, resources
             assert resources["requests"]["memory"] and resources["limits"]["memory"], resources
+        for_every_build(self, check)
+
+    def test_the_memory_limit_admits_what_the_caps_admit(self) -> None:
+        """
+        The memory limit holds the gateway with every connection
+        MAX_CONNECTIONS admits open and as many of them tunnels as
+        WEBSOCKET_MAX_TUNNELS admits, idle, at the measured costs: the
+        caps, not the kernel, are what refuses connections.
+        """
+        def check(objects: List[Dict[str, Any]]) -> None:
+            deployment = only(objects, "Deployment", "api-gateway")
+            config = gateway_config(deployment)
+            tunnels = min(config.websocket_max_tunnels, config.max_connections)
+            others = config.max_connections - tunnels
+            needed = MEASURED_START_MIB + (
+                tunnels * MEASURED_TUNNEL_KIB + others * MEASURED_CONNECTION_KIB) / 1024
+            limit = memory_mib(gateway_container(deployment)["resources"]["limits"]["memory"])
+            assert limit >= needed * 1.5, (
+                f"a {limit:.0f} MiB limit for {needed:.0f} MiB of idle connections at the caps")
         for_every_build(self, check)
 
     def test_the_client_address_is_not_the_forgeable_leftmost(self) -> None:
